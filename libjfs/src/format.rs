@@ -1,0 +1,413 @@
+//! Byte layouts of journal files: segment headers and record frames.
+//!
+//! Pure bytes-to-structs: no I/O. Every layout here is drawn in
+//! docs/FORMAT.md; a change to one is a change of [`FORMAT_VERSION`].
+//!
+//! ```text
+//! frame   = len:u32le | crc:u32le | payload[len]      crc = crc32c(len bytes || payload)
+//! active  = ActiveHeader (80 bytes)  | frame*
+//! sealed  = SealedHeader (168 bytes) | body           body = zstd(frame*) or frame*
+//! ```
+
+use std::fmt;
+
+use crate::position::{Chain, Position};
+use crate::record::MAX_RECORD;
+
+/// The on-disk format version this code writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// First bytes of an active (appendable) segment.
+pub const ACTIVE_MAGIC: [u8; 8] = *b"JFSACTV\0";
+/// First bytes of a sealed (immutable) segment.
+pub const SEALED_MAGIC: [u8; 8] = *b"JFSSEAL\0";
+pub const ACTIVE_HEADER_LEN: usize = 80;
+pub const SEALED_HEADER_LEN: usize = 168;
+pub const FRAME_HEADER_LEN: usize = 8;
+/// Largest uncompressed body a sealed segment may declare (decompression bound).
+pub const MAX_SEGMENT_RAW: u64 = 4 << 30;
+
+/// Body compression of a sealed segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+/// Identity of a volume: every segment names the volume it belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct VolumeId(pub [u8; 16]);
+
+impl VolumeId {
+    pub fn random() -> VolumeId {
+        let mut b = [0u8; 16];
+        getrandom::fill(&mut b).expect("the kernel's random source is unavailable");
+        VolumeId(b)
+    }
+}
+
+impl fmt::Display for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VolumeId({self})")
+    }
+}
+
+/// Why a header did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("header is truncated ({have} of {need} bytes)")]
+    Truncated { have: usize, need: usize },
+    #[error("bad magic {0:02x?} (not a jfs segment of this kind)")]
+    BadMagic([u8; 8]),
+    #[error("format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    UnsupportedVersion(u16),
+    #[error("header checksum mismatch")]
+    Checksum,
+    #[error("header field out of range: {0}")]
+    Field(&'static str),
+}
+
+/// Header of the active segment: who it belongs to and where it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveHeader {
+    pub volume_id: VolumeId,
+    /// Sequence number of the first record this segment holds.
+    pub first_seq: u64,
+    /// Chain value before the first record.
+    pub prev_chain: Chain,
+}
+
+impl ActiveHeader {
+    /// The position just before the segment's first record.
+    pub fn start(&self) -> Position {
+        Position {
+            seq: self.first_seq - 1,
+            chain: self.prev_chain,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; ACTIVE_HEADER_LEN] {
+        let mut b = [0u8; ACTIVE_HEADER_LEN];
+        b[0..8].copy_from_slice(&ACTIVE_MAGIC);
+        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // 10..16: flags and reserved, zero.
+        b[16..32].copy_from_slice(&self.volume_id.0);
+        b[32..40].copy_from_slice(&self.first_seq.to_le_bytes());
+        b[40..72].copy_from_slice(&self.prev_chain);
+        let crc = crc32c::crc32c(&b[0..72]);
+        b[72..76].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<ActiveHeader, HeaderError> {
+        check_prefix(b, ACTIVE_HEADER_LEN, &ACTIVE_MAGIC)?;
+        if crc32c::crc32c(&b[0..72]) != u32_at(b, 72) {
+            return Err(HeaderError::Checksum);
+        }
+        if b[10..16] != [0; 6] || b[76..80] != [0; 4] {
+            return Err(HeaderError::Field("reserved bytes are not zero"));
+        }
+        let h = ActiveHeader {
+            volume_id: VolumeId(b[16..32].try_into().unwrap()),
+            first_seq: u64_at(b, 32),
+            prev_chain: b[40..72].try_into().unwrap(),
+        };
+        if h.first_seq == 0 {
+            return Err(HeaderError::Field("first seq is 0"));
+        }
+        Ok(h)
+    }
+}
+
+/// Header of a sealed segment: its range, chain ends and body checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedHeader {
+    pub volume_id: VolumeId,
+    pub compression: Compression,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Chain before `first_seq`.
+    pub prev_chain: Chain,
+    /// Chain after `last_seq`.
+    pub last_chain: Chain,
+    /// Length of the frames once decompressed.
+    pub raw_len: u64,
+    /// Length of the stored body that follows the header.
+    pub body_len: u64,
+    /// SHA-256 of the stored body.
+    pub body_sha256: [u8; 32],
+}
+
+impl SealedHeader {
+    pub fn start(&self) -> Position {
+        Position {
+            seq: self.first_seq - 1,
+            chain: self.prev_chain,
+        }
+    }
+
+    pub fn end(&self) -> Position {
+        Position {
+            seq: self.last_seq,
+            chain: self.last_chain,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; SEALED_HEADER_LEN] {
+        let mut b = [0u8; SEALED_HEADER_LEN];
+        b[0..8].copy_from_slice(&SEALED_MAGIC);
+        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[10..12].copy_from_slice(&(self.compression as u16).to_le_bytes());
+        // 12..16: reserved, zero.
+        b[16..32].copy_from_slice(&self.volume_id.0);
+        b[32..40].copy_from_slice(&self.first_seq.to_le_bytes());
+        b[40..48].copy_from_slice(&self.last_seq.to_le_bytes());
+        b[48..80].copy_from_slice(&self.prev_chain);
+        b[80..112].copy_from_slice(&self.last_chain);
+        b[112..120].copy_from_slice(&self.raw_len.to_le_bytes());
+        b[120..128].copy_from_slice(&self.body_len.to_le_bytes());
+        b[128..160].copy_from_slice(&self.body_sha256);
+        let crc = crc32c::crc32c(&b[0..160]);
+        b[160..164].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<SealedHeader, HeaderError> {
+        check_prefix(b, SEALED_HEADER_LEN, &SEALED_MAGIC)?;
+        if crc32c::crc32c(&b[0..160]) != u32_at(b, 160) {
+            return Err(HeaderError::Checksum);
+        }
+        if b[12..16] != [0; 4] || b[164..168] != [0; 4] {
+            return Err(HeaderError::Field("reserved bytes are not zero"));
+        }
+        let compression = match u16::from_le_bytes([b[10], b[11]]) {
+            0 => Compression::None,
+            1 => Compression::Zstd,
+            _ => return Err(HeaderError::Field("unknown compression")),
+        };
+        let h = SealedHeader {
+            volume_id: VolumeId(b[16..32].try_into().unwrap()),
+            compression,
+            first_seq: u64_at(b, 32),
+            last_seq: u64_at(b, 40),
+            prev_chain: b[48..80].try_into().unwrap(),
+            last_chain: b[80..112].try_into().unwrap(),
+            raw_len: u64_at(b, 112),
+            body_len: u64_at(b, 120),
+            body_sha256: b[128..160].try_into().unwrap(),
+        };
+        if h.first_seq == 0 || h.last_seq < h.first_seq {
+            return Err(HeaderError::Field("sequence range is empty or starts at 0"));
+        }
+        if h.raw_len > MAX_SEGMENT_RAW {
+            return Err(HeaderError::Field("raw length too large"));
+        }
+        if h.compression == Compression::None && h.body_len != h.raw_len {
+            return Err(HeaderError::Field(
+                "uncompressed body length differs from raw length",
+            ));
+        }
+        Ok(h)
+    }
+}
+
+fn check_prefix(b: &[u8], need: usize, magic: &[u8; 8]) -> Result<(), HeaderError> {
+    if b.len() < need {
+        return Err(HeaderError::Truncated {
+            have: b.len(),
+            need,
+        });
+    }
+    if &b[0..8] != magic {
+        return Err(HeaderError::BadMagic(b[0..8].try_into().unwrap()));
+    }
+    let version = u16::from_le_bytes([b[8], b[9]]);
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::UnsupportedVersion(version));
+    }
+    Ok(())
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&len), payload)
+}
+
+/// Appends one frame holding `payload` to `out`.
+pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
+    assert!(payload.len() <= MAX_RECORD, "record larger than MAX_RECORD");
+    let len = (payload.len() as u32).to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&frame_crc(len, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// What lies at one offset of a run of frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameStep {
+    /// A whole, verified frame: its payload is `buf[payload]`, the next frame starts at `next`.
+    Frame {
+        payload: std::ops::Range<usize>,
+        next: usize,
+    },
+    /// No bytes left.
+    End,
+    /// What is left is an interrupted append: it may be cut off here.
+    Torn(&'static str),
+    /// Damage that an interrupted append cannot explain.
+    Corrupt(String),
+}
+
+/// Reads the frame at `at`. The rules that tell a torn tail from damage are
+/// those of docs/FORMAT.md: an append leaves a prefix of its bytes, possibly
+/// followed by zeros, so only the last frame in the buffer can be torn.
+pub fn next_frame(buf: &[u8], at: usize) -> FrameStep {
+    let rest = &buf[at..];
+    if rest.is_empty() {
+        return FrameStep::End;
+    }
+    if rest.iter().all(|&b| b == 0) {
+        return FrameStep::Torn("zero-filled tail");
+    }
+    if rest.len() < FRAME_HEADER_LEN {
+        return FrameStep::Torn("partial frame header");
+    }
+    let len_bytes: [u8; 4] = rest[0..4].try_into().unwrap();
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len == 0 || len > MAX_RECORD {
+        return FrameStep::Corrupt(format!("frame length {len} out of range"));
+    }
+    let end = FRAME_HEADER_LEN + len;
+    if end > rest.len() {
+        return FrameStep::Torn("frame runs past the end");
+    }
+    let payload = &rest[FRAME_HEADER_LEN..end];
+    if frame_crc(len_bytes, payload) != u32_at(rest, 4) {
+        if rest[end..].iter().all(|&b| b == 0) {
+            return FrameStep::Torn("last frame fails its checksum");
+        }
+        return FrameStep::Corrupt("frame checksum mismatch".into());
+    }
+    FrameStep::Frame {
+        payload: at + FRAME_HEADER_LEN..at + end,
+        next: at + end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn active() -> ActiveHeader {
+        ActiveHeader {
+            volume_id: VolumeId([7; 16]),
+            first_seq: 42,
+            prev_chain: [9; 32],
+        }
+    }
+
+    fn sealed() -> SealedHeader {
+        SealedHeader {
+            volume_id: VolumeId([1; 16]),
+            compression: Compression::Zstd,
+            first_seq: 1,
+            last_seq: 10,
+            prev_chain: [0; 32],
+            last_chain: [3; 32],
+            raw_len: 1000,
+            body_len: 400,
+            body_sha256: [5; 32],
+        }
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        assert_eq!(ActiveHeader::decode(&active().encode()).unwrap(), active());
+        assert_eq!(SealedHeader::decode(&sealed().encode()).unwrap(), sealed());
+    }
+
+    #[test]
+    fn every_flipped_header_bit_is_refused() {
+        let a = active().encode();
+        for bit in 0..a.len() * 8 {
+            let mut b = a;
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(ActiveHeader::decode(&b).is_err(), "active bit {bit}");
+        }
+        let s = sealed().encode();
+        for bit in 0..s.len() * 8 {
+            let mut b = s;
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(SealedHeader::decode(&b).is_err(), "sealed bit {bit}");
+        }
+    }
+
+    #[test]
+    fn wrong_magic_version_and_truncation() {
+        let a = active().encode();
+        assert!(matches!(
+            SealedHeader::decode(&sealed().encode()[..100]),
+            Err(HeaderError::Truncated { .. })
+        ));
+        assert!(matches!(
+            ActiveHeader::decode(&sealed().encode()),
+            Err(HeaderError::BadMagic(_))
+        ));
+        let mut v2 = a;
+        v2[8] = 2;
+        assert_eq!(
+            ActiveHeader::decode(&v2),
+            Err(HeaderError::UnsupportedVersion(2))
+        );
+        for cut in 0..a.len() {
+            assert!(ActiveHeader::decode(&a[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn frames_and_torn_tails() {
+        let mut buf = Vec::new();
+        encode_frame(b"hello", &mut buf);
+        encode_frame(b"world!", &mut buf);
+        let FrameStep::Frame { payload, next } = next_frame(&buf, 0) else {
+            panic!()
+        };
+        assert_eq!(&buf[payload], b"hello");
+        let FrameStep::Frame { payload, next: end } = next_frame(&buf, next) else {
+            panic!()
+        };
+        assert_eq!(&buf[payload], b"world!");
+        assert_eq!(next_frame(&buf, end), FrameStep::End);
+        // Every cut inside the last frame is a torn tail.
+        for cut in next + 1..buf.len() {
+            assert!(
+                matches!(next_frame(&buf[..cut], next), FrameStep::Torn(_)),
+                "cut {cut}"
+            );
+        }
+        // Zeros after a whole frame are a torn tail too.
+        let mut zeroed = buf.clone();
+        zeroed.extend_from_slice(&[0; 100]);
+        assert!(matches!(next_frame(&zeroed, end), FrameStep::Torn(_)));
+        // A flipped bit in the first frame, with a good frame after it, is damage.
+        let mut flipped = buf.clone();
+        flipped[10] ^= 4;
+        assert!(matches!(next_frame(&flipped, 0), FrameStep::Corrupt(_)));
+        // An impossible length is damage, wherever it is.
+        let mut huge = buf.clone();
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(next_frame(&huge, 0), FrameStep::Corrupt(_)));
+    }
+}

@@ -1,0 +1,1040 @@
+//! The journal: an append-only, chained sequence of records in segment files.
+//!
+//! This module owns the files in `VOL/journal/`: one active segment that
+//! records are appended to, and sealed segments, each immutable, compressed
+//! and checksummed. It appends, seals, recovers after a crash (cutting off a
+//! torn tail, and only a torn tail) and reads from any position. It never
+//! touches the tree.
+//!
+//! File names carry the first sequence number of the segment, zero-padded so
+//! that they sort: `00000000000000000001.seg` (sealed), `....active`.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::format::{
+    encode_frame, next_frame, ActiveHeader, Compression, FrameStep, HeaderError, SealedHeader,
+    VolumeId, ACTIVE_HEADER_LEN, SEALED_HEADER_LEN,
+};
+use crate::position::{Chain, Position};
+use crate::record::{Record, RecordError};
+
+const SEALED_EXT: &str = "seg";
+const ACTIVE_EXT: &str = "active";
+const TMP_EXT: &str = "tmp";
+
+/// Why a journal operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("segment {}: {reason} at offset {offset}", segment.display())]
+    Corrupt {
+        segment: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("segment {}: {source}", segment.display())]
+    Header {
+        segment: PathBuf,
+        #[source]
+        source: HeaderError,
+    },
+    #[error("segment {} belongs to volume {found}, not to volume {expected}", segment.display())]
+    WrongVolume {
+        segment: PathBuf,
+        expected: VolumeId,
+        found: VolumeId,
+    },
+    #[error("journal {}: {reason}", dir.display())]
+    Layout { dir: PathBuf, reason: String },
+    #[error("record {seq} does not follow the journal head {head}")]
+    OutOfOrder { seq: u64, head: u64 },
+    #[error("record {seq} is not in the journal (it holds {first} to {last})")]
+    NotFound { seq: u64, first: u64, last: u64 },
+    #[error("record {seq}: {source}")]
+    Record {
+        seq: u64,
+        #[source]
+        source: RecordError,
+    },
+    #[error("the journal is open read-only")]
+    ReadOnly,
+}
+
+type Result<T> = std::result::Result<T, JournalError>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> JournalError {
+    let context = context.into();
+    move |source| JournalError::Io { context, source }
+}
+
+/// Tunables of a journal.
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    /// The active segment is sealed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// zstd level for sealed segments; `None` stores them uncompressed.
+    pub zstd_level: Option<i32>,
+}
+
+impl Default for JournalConfig {
+    fn default() -> JournalConfig {
+        JournalConfig {
+            segment_bytes: 64 << 20,
+            zstd_level: Some(3),
+        }
+    }
+}
+
+/// One segment, as listed by [`Journal::segments`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub path: PathBuf,
+    pub sealed: bool,
+    pub first_seq: u64,
+    /// Last record held; `first_seq - 1` for an empty active segment.
+    pub last_seq: u64,
+    /// Size of the file on disk.
+    pub file_bytes: u64,
+}
+
+/// What [`Journal::open`] had to repair.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// A torn tail that was cut off: segment, offset of the cut, bytes removed, why.
+    pub torn_tail: Option<(PathBuf, u64, u64, &'static str)>,
+    /// Leftovers of an interrupted seal or create that were removed.
+    pub removed: Vec<PathBuf>,
+}
+
+/// A record read back from the journal, with its verified position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Position after this record.
+    pub position: Position,
+    /// Chain value before this record.
+    pub prev_chain: Chain,
+    pub record: Record,
+}
+
+#[derive(Clone, Debug)]
+struct Sealed {
+    path: PathBuf,
+    header: SealedHeader,
+    file_bytes: u64,
+}
+
+struct Active {
+    path: PathBuf,
+    file: File,
+    header: ActiveHeader,
+    /// File length: header plus whole frames.
+    len: u64,
+}
+
+/// An open journal. Appending needs `&mut`; reading works on a snapshot.
+pub struct Journal {
+    dir: PathBuf,
+    volume_id: VolumeId,
+    config: JournalConfig,
+    sealed: Vec<Sealed>,
+    active: Active,
+    head: Position,
+    read_only: bool,
+    frame_buf: Vec<u8>,
+    /// Active length and head before the last append, while it can be retracted.
+    before_last: Option<(u64, Position)>,
+}
+
+fn segment_name(first_seq: u64, ext: &str) -> String {
+    format!("{first_seq:020}.{ext}")
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("sync directory {}", dir.display())))
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file, durably.
+fn write_atomic(dir: &Path, name: &str, bytes: &[&[u8]]) -> Result<PathBuf> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.{TMP_EXT}"));
+    let ctx = format!("write {}", tmp.display());
+    let mut f = File::create(&tmp).map_err(io_err(&ctx))?;
+    for b in bytes {
+        io::Write::write_all(&mut f, b).map_err(io_err(&ctx))?;
+    }
+    f.sync_all().map_err(io_err(&ctx))?;
+    fs::rename(&tmp, &path).map_err(io_err(format!("rename {}", tmp.display())))?;
+    sync_dir(dir)?;
+    Ok(path)
+}
+
+impl Journal {
+    /// Creates an empty journal in `dir` (created if missing; must hold no segments).
+    pub fn create(dir: &Path, volume_id: VolumeId, config: JournalConfig) -> Result<Journal> {
+        fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let listing = list_dir(dir)?;
+        if !listing.sealed.is_empty() || !listing.active.is_empty() {
+            return Err(JournalError::Layout {
+                dir: dir.to_owned(),
+                reason: "already holds segments".into(),
+            });
+        }
+        let header = ActiveHeader {
+            volume_id,
+            first_seq: 1,
+            prev_chain: Position::ZERO.chain,
+        };
+        let active = create_active(dir, header)?;
+        Ok(Journal {
+            dir: dir.to_owned(),
+            volume_id,
+            config,
+            sealed: Vec::new(),
+            active,
+            head: Position::ZERO,
+            read_only: false,
+            frame_buf: Vec::new(),
+            before_last: None,
+        })
+    }
+
+    /// Opens a journal for appending, repairing what a crash can leave: a torn
+    /// tail of the active segment, a temporary file, an active segment that was
+    /// already sealed. Any other damage is an error naming segment and offset.
+    pub fn open(
+        dir: &Path,
+        volume_id: VolumeId,
+        config: JournalConfig,
+    ) -> Result<(Journal, Recovery)> {
+        Journal::open_inner(dir, volume_id, config, false)
+    }
+
+    /// Opens a journal without changing any file: a torn tail is simply where
+    /// reading stops. For readers of a volume another process may be writing.
+    /// Without a `volume_id`, the first segment's is taken and all must agree.
+    pub fn open_read_only(dir: &Path, volume_id: Option<VolumeId>) -> Result<Journal> {
+        let volume_id = match volume_id {
+            Some(id) => id,
+            None => {
+                let listing = list_dir(dir)?;
+                if let Some(p) = listing.sealed.first() {
+                    read_sealed_header(p)?.0.volume_id
+                } else if let Some(p) = listing.active.first() {
+                    read_active_header(p)?.volume_id
+                } else {
+                    return Err(JournalError::Layout {
+                        dir: dir.to_owned(),
+                        reason: "holds no segments (is this a jfs volume?)".into(),
+                    });
+                }
+            }
+        };
+        Ok(Journal::open_inner(dir, volume_id, JournalConfig::default(), true)?.0)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        volume_id: VolumeId,
+        config: JournalConfig,
+        read_only: bool,
+    ) -> Result<(Journal, Recovery)> {
+        let mut recovery = Recovery::default();
+        let listing = list_dir(dir)?;
+        if !read_only {
+            for tmp in listing.tmp {
+                fs::remove_file(&tmp).map_err(io_err(format!("remove {}", tmp.display())))?;
+                recovery.removed.push(tmp);
+            }
+        }
+        let layout = |reason: String| JournalError::Layout {
+            dir: dir.to_owned(),
+            reason,
+        };
+
+        // Sealed segments: each header valid, of this volume, and chained to the one before.
+        let mut sealed = Vec::with_capacity(listing.sealed.len());
+        let mut head = Position::ZERO;
+        for path in listing.sealed {
+            let (header, file_bytes) = read_sealed_header(&path)?;
+            check_volume(&path, volume_id, header.volume_id)?;
+            if file_bytes != SEALED_HEADER_LEN as u64 + header.body_len {
+                return Err(JournalError::Corrupt {
+                    segment: path,
+                    offset: file_bytes,
+                    reason: format!(
+                        "file is {file_bytes} bytes but its header describes {}",
+                        SEALED_HEADER_LEN as u64 + header.body_len
+                    ),
+                });
+            }
+            // The first segment may start after 1 when older history was trimmed.
+            if !sealed.is_empty() && header.start() != head {
+                return Err(layout(format!(
+                    "segment {} starts at {} but the one before ends at {}",
+                    path.display(),
+                    header.start(),
+                    head
+                )));
+            }
+            head = header.end();
+            sealed.push(Sealed {
+                path,
+                header,
+                file_bytes,
+            });
+        }
+
+        // Active segments: the one that continues the sealed ones is kept; one
+        // that a seal already copied is a leftover.
+        let mut active: Option<(PathBuf, ActiveHeader)> = None;
+        for path in listing.active {
+            let header = read_active_header(&path)?;
+            check_volume(&path, volume_id, header.volume_id)?;
+            let covered = sealed
+                .iter()
+                .any(|s| s.header.first_seq == header.first_seq);
+            if covered {
+                if !read_only {
+                    fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))?;
+                    recovery.removed.push(path);
+                }
+                continue;
+            }
+            if active.is_some() {
+                return Err(layout(format!(
+                    "two active segments, the second {}",
+                    path.display()
+                )));
+            }
+            active = Some((path, header));
+        }
+        let active = match active {
+            Some((path, header)) => {
+                if !sealed.is_empty() && header.start() != head {
+                    return Err(layout(format!(
+                        "active segment {} starts at {} but the sealed ones end at {}",
+                        path.display(),
+                        header.start(),
+                        head
+                    )));
+                }
+                head = header.start();
+                let (len, end, torn) = scan_active(&path, header)?;
+                head = end.unwrap_or(head);
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(!read_only)
+                    .open(&path)
+                    .map_err(io_err(format!("open {}", path.display())))?;
+                if let Some((offset, reason)) = torn {
+                    let file_len = file
+                        .metadata()
+                        .map_err(io_err("stat active segment"))?
+                        .len();
+                    if !read_only {
+                        file.set_len(offset)
+                            .map_err(io_err(format!("truncate {}", path.display())))?;
+                        file.sync_all()
+                            .map_err(io_err(format!("sync {}", path.display())))?;
+                    }
+                    recovery.torn_tail = Some((path.clone(), offset, file_len - offset, reason));
+                }
+                Active {
+                    path,
+                    file,
+                    header,
+                    len,
+                }
+            }
+            None if sealed.is_empty() => {
+                return Err(layout("holds no segments (is this a jfs volume?)".into()));
+            }
+            None if read_only => {
+                return Err(layout("has no active segment".into()));
+            }
+            None => {
+                // A crash between sealing and creating the next active segment.
+                let header = ActiveHeader {
+                    volume_id,
+                    first_seq: head.seq + 1,
+                    prev_chain: head.chain,
+                };
+                create_active(dir, header)?
+            }
+        };
+        let journal = Journal {
+            dir: dir.to_owned(),
+            volume_id,
+            config,
+            sealed,
+            active,
+            head,
+            read_only,
+            frame_buf: Vec::new(),
+            before_last: None,
+        };
+        Ok((journal, recovery))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn volume_id(&self) -> VolumeId {
+        self.volume_id
+    }
+
+    /// Position after the last record.
+    pub fn head(&self) -> Position {
+        self.head
+    }
+
+    /// Sequence number of the oldest record still held.
+    pub fn first_seq(&self) -> u64 {
+        self.sealed
+            .first()
+            .map_or(self.active.header.first_seq, |s| s.header.first_seq)
+    }
+
+    /// Appends `record`, whose `seq` must be `head().seq + 1`. The bytes are in
+    /// the file (not yet durable: see [`Journal::sync`]) when this returns; on
+    /// failure nothing of the record stays in the file.
+    pub fn append(&mut self, record: &Record) -> Result<Position> {
+        let bytes = record.encode().map_err(|source| JournalError::Record {
+            seq: record.seq,
+            source,
+        })?;
+        self.append_bytes(record.seq, &bytes)
+    }
+
+    /// Appends a record received as bytes (from another journal): it is
+    /// decoded and validated, and the exact bytes are kept so chains agree.
+    pub fn append_encoded(&mut self, bytes: &[u8]) -> Result<(Position, Record)> {
+        let record = Record::decode(bytes).map_err(|source| JournalError::Record {
+            seq: self.head.seq + 1,
+            source,
+        })?;
+        let pos = self.append_bytes(record.seq, bytes)?;
+        Ok((pos, record))
+    }
+
+    fn append_bytes(&mut self, seq: u64, bytes: &[u8]) -> Result<Position> {
+        if self.read_only {
+            return Err(JournalError::ReadOnly);
+        }
+        if seq != self.head.seq + 1 {
+            return Err(JournalError::OutOfOrder {
+                seq,
+                head: self.head.seq,
+            });
+        }
+        self.frame_buf.clear();
+        encode_frame(bytes, &mut self.frame_buf);
+        if let Err(e) = self
+            .active
+            .file
+            .write_all_at(&self.frame_buf, self.active.len)
+        {
+            // Leave no partial frame behind. If even this fails, reopening
+            // treats what is left as a torn tail.
+            let _ = self.active.file.set_len(self.active.len);
+            return Err(JournalError::Io {
+                context: format!("append record {seq}"),
+                source: e,
+            });
+        }
+        self.before_last = Some((self.active.len, self.head));
+        self.active.len += self.frame_buf.len() as u64;
+        self.head = self.head.next(bytes);
+        Ok(self.head)
+    }
+
+    /// Removes the record appended last, which nobody may have read yet: the
+    /// master retracts a record whose operation its tree refused. Only the
+    /// latest append can be retracted, and not once it is sealed.
+    pub fn retract_last(&mut self) -> Result<()> {
+        let Some((len, head)) = self.before_last.take() else {
+            return Err(JournalError::Layout {
+                dir: self.dir.clone(),
+                reason: "no record to retract".into(),
+            });
+        };
+        self.active
+            .file
+            .set_len(len)
+            .map_err(io_err(format!("truncate {}", self.active.path.display())))?;
+        self.active.len = len;
+        self.head = head;
+        Ok(())
+    }
+
+    /// Makes every appended record durable.
+    pub fn sync(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.active
+            .file
+            .sync_data()
+            .map_err(io_err(format!("sync {}", self.active.path.display())))
+    }
+
+    /// True when the active segment has reached the configured size.
+    pub fn is_full(&self) -> bool {
+        self.active.len >= self.config.segment_bytes
+    }
+
+    /// Seals the active segment if it is full. Returns the sealed segment.
+    pub fn seal_if_full(&mut self) -> Result<Option<SegmentInfo>> {
+        if self.is_full() {
+            self.seal()
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Seals the active segment (if it holds any record) into an immutable,
+    /// compressed, checksummed file and starts a new active segment.
+    ///
+    /// Crash-safe in every step: the sealed file appears whole (written to a
+    /// temporary name, synced, renamed), and until the old active file is
+    /// removed, [`Journal::open`] recognizes it as already sealed.
+    pub fn seal(&mut self) -> Result<Option<SegmentInfo>> {
+        if self.read_only {
+            return Err(JournalError::ReadOnly);
+        }
+        let start = self.active.header.start();
+        if self.head.seq == start.seq {
+            return Ok(None);
+        }
+        let raw_len = self.active.len - ACTIVE_HEADER_LEN as u64;
+        let mut raw = vec![0u8; raw_len as usize];
+        self.active
+            .file
+            .read_exact_at(&mut raw, ACTIVE_HEADER_LEN as u64)
+            .map_err(io_err(format!("read {}", self.active.path.display())))?;
+        let (compression, body) = match self.config.zstd_level {
+            Some(level) => (
+                Compression::Zstd,
+                zstd::bulk::compress(&raw, level).map_err(io_err("compress segment"))?,
+            ),
+            None => (Compression::None, raw),
+        };
+        let header = SealedHeader {
+            volume_id: self.volume_id,
+            compression,
+            first_seq: start.seq + 1,
+            last_seq: self.head.seq,
+            prev_chain: start.chain,
+            last_chain: self.head.chain,
+            raw_len,
+            body_len: body.len() as u64,
+            body_sha256: Sha256::digest(&body).into(),
+        };
+        let name = segment_name(header.first_seq, SEALED_EXT);
+        let path = write_atomic(&self.dir, &name, &[&header.encode(), &body])?;
+        let file_bytes = (SEALED_HEADER_LEN + body.len()) as u64;
+        self.sealed.push(Sealed {
+            path: path.clone(),
+            header,
+            file_bytes,
+        });
+
+        let next = ActiveHeader {
+            volume_id: self.volume_id,
+            first_seq: self.head.seq + 1,
+            prev_chain: self.head.chain,
+        };
+        self.before_last = None;
+        let old = std::mem::replace(&mut self.active, create_active(&self.dir, next)?);
+        fs::remove_file(&old.path).map_err(io_err(format!("remove {}", old.path.display())))?;
+        sync_dir(&self.dir)?;
+        Ok(Some(SegmentInfo {
+            path,
+            sealed: true,
+            first_seq: header.first_seq,
+            last_seq: header.last_seq,
+            file_bytes,
+        }))
+    }
+
+    /// Every segment, oldest first; the active one last.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let mut v: Vec<SegmentInfo> = self
+            .sealed
+            .iter()
+            .map(|s| SegmentInfo {
+                path: s.path.clone(),
+                sealed: true,
+                first_seq: s.header.first_seq,
+                last_seq: s.header.last_seq,
+                file_bytes: s.file_bytes,
+            })
+            .collect();
+        v.push(SegmentInfo {
+            path: self.active.path.clone(),
+            sealed: false,
+            first_seq: self.active.header.first_seq,
+            last_seq: self.head.seq,
+            file_bytes: self.active.len,
+        });
+        v
+    }
+
+    /// Bytes the journal takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments().iter().map(|s| s.file_bytes).sum()
+    }
+
+    /// Reads records with `seq >= from`, in order, each verified (checksums,
+    /// chain, sequence) before it is returned.
+    pub fn read_from(&self, from: u64) -> Result<Reader> {
+        let first = self.first_seq();
+        if from < first.max(1) || from > self.head.seq + 1 {
+            return Err(JournalError::NotFound {
+                seq: from,
+                first,
+                last: self.head.seq,
+            });
+        }
+        let mut sources: VecDeque<Source> = self
+            .sealed
+            .iter()
+            .filter(|s| s.header.last_seq >= from)
+            .map(|s| Source::Sealed(s.clone()))
+            .collect();
+        sources.push_back(Source::Active {
+            path: self.active.path.clone(),
+            header: self.active.header,
+            len: self.active.len,
+        });
+        Ok(Reader {
+            volume_id: self.volume_id,
+            from,
+            sources,
+            current: None,
+            done: false,
+        })
+    }
+
+    /// The position after record `seq` (`seq` 0 is the start of the journal).
+    pub fn position_at(&self, seq: u64) -> Result<Position> {
+        if seq == self.head.seq {
+            return Ok(self.head);
+        }
+        if seq == 0 {
+            return Ok(Position::ZERO);
+        }
+        if let Some(s) = self.sealed.iter().find(|s| s.header.first_seq == seq + 1) {
+            return Ok(s.header.start());
+        }
+        match self.read_from(seq)?.next() {
+            Some(Ok(e)) if e.position.seq == seq => Ok(e.position),
+            Some(Err(e)) => Err(e),
+            _ => Err(JournalError::NotFound {
+                seq,
+                first: self.first_seq(),
+                last: self.head.seq,
+            }),
+        }
+    }
+}
+
+fn check_volume(path: &Path, expected: VolumeId, found: VolumeId) -> Result<()> {
+    if expected != found {
+        return Err(JournalError::WrongVolume {
+            segment: path.to_owned(),
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Listing {
+    sealed: Vec<PathBuf>,
+    active: Vec<PathBuf>,
+    tmp: Vec<PathBuf>,
+}
+
+fn list_dir(dir: &Path) -> Result<Listing> {
+    let mut l = Listing::default();
+    let ctx = format!("list {}", dir.display());
+    for entry in fs::read_dir(dir).map_err(io_err(&ctx))? {
+        let path = entry.map_err(io_err(&ctx))?.path();
+        let ext = path.extension().and_then(|e| e.to_str());
+        let stem_ok = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .is_some_and(|s| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()));
+        match ext {
+            Some(TMP_EXT) => l.tmp.push(path),
+            Some(SEALED_EXT) if stem_ok => l.sealed.push(path),
+            Some(ACTIVE_EXT) if stem_ok => l.active.push(path),
+            _ => {
+                return Err(JournalError::Layout {
+                    dir: dir.to_owned(),
+                    reason: format!("unexpected file {}", path.display()),
+                })
+            }
+        }
+    }
+    l.sealed.sort();
+    l.active.sort();
+    Ok(l)
+}
+
+fn create_active(dir: &Path, header: ActiveHeader) -> Result<Active> {
+    let name = segment_name(header.first_seq, ACTIVE_EXT);
+    let path = write_atomic(dir, &name, &[&header.encode()])?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    Ok(Active {
+        path,
+        file,
+        header,
+        len: ACTIVE_HEADER_LEN as u64,
+    })
+}
+
+fn read_prefix(path: &Path, n: usize) -> Result<(Vec<u8>, u64)> {
+    let ctx = format!("read {}", path.display());
+    let f = File::open(path).map_err(io_err(&ctx))?;
+    let len = f.metadata().map_err(io_err(&ctx))?.len();
+    let mut buf = Vec::with_capacity(n);
+    f.take(n as u64)
+        .read_to_end(&mut buf)
+        .map_err(io_err(&ctx))?;
+    Ok((buf, len))
+}
+
+fn read_sealed_header(path: &Path) -> Result<(SealedHeader, u64)> {
+    let (buf, len) = read_prefix(path, SEALED_HEADER_LEN)?;
+    let header = SealedHeader::decode(&buf).map_err(|source| JournalError::Header {
+        segment: path.to_owned(),
+        source,
+    })?;
+    Ok((header, len))
+}
+
+fn read_active_header(path: &Path) -> Result<ActiveHeader> {
+    let (buf, _) = read_prefix(path, ACTIVE_HEADER_LEN)?;
+    ActiveHeader::decode(&buf).map_err(|source| JournalError::Header {
+        segment: path.to_owned(),
+        source,
+    })
+}
+
+/// Walks the frames of an active segment, verifying each record and the chain.
+/// Returns the length up to the last whole record, the position there (if any
+/// record), and the torn tail (offset, reason) if there is one.
+#[allow(clippy::type_complexity)]
+fn scan_active(
+    path: &Path,
+    header: ActiveHeader,
+) -> Result<(u64, Option<Position>, Option<(u64, &'static str)>)> {
+    let buf = fs::read(path).map_err(io_err(format!("read {}", path.display())))?;
+    let mut walker = FrameWalker::new(path, buf, ACTIVE_HEADER_LEN, header.start(), false);
+    let mut last = None;
+    while let Some(entry) = walker.next_entry()? {
+        last = Some(entry.position);
+    }
+    let torn = walker.torn.map(|reason| (walker.at as u64, reason));
+    Ok((walker.at as u64, last, torn))
+}
+
+/// Decodes and verifies frames one after another from a buffer.
+struct FrameWalker {
+    path: PathBuf,
+    buf: Vec<u8>,
+    at: usize,
+    pos: Position,
+    /// In a sealed body nothing may be torn: every defect is damage.
+    strict: bool,
+    torn: Option<&'static str>,
+}
+
+impl FrameWalker {
+    fn new(path: &Path, buf: Vec<u8>, at: usize, start: Position, strict: bool) -> FrameWalker {
+        FrameWalker {
+            path: path.to_owned(),
+            buf,
+            at,
+            pos: start,
+            strict,
+            torn: None,
+        }
+    }
+
+    fn corrupt(&self, offset: usize, reason: String) -> JournalError {
+        JournalError::Corrupt {
+            segment: self.path.clone(),
+            offset: offset as u64,
+            reason,
+        }
+    }
+
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
+        if self.torn.is_some() {
+            return Ok(None);
+        }
+        match next_frame(&self.buf, self.at) {
+            FrameStep::End => Ok(None),
+            FrameStep::Torn(reason) if !self.strict => {
+                self.torn = Some(reason);
+                Ok(None)
+            }
+            FrameStep::Torn(reason) => Err(self.corrupt(self.at, reason.into())),
+            FrameStep::Corrupt(reason) => Err(self.corrupt(self.at, reason)),
+            FrameStep::Frame { payload, next } => {
+                let bytes = &self.buf[payload];
+                let record = Record::decode(bytes)
+                    .map_err(|e| self.corrupt(self.at, format!("record does not decode: {e}")))?;
+                if record.seq != self.pos.seq + 1 {
+                    return Err(self.corrupt(
+                        self.at,
+                        format!(
+                            "record seq {} where {} was expected",
+                            record.seq,
+                            self.pos.seq + 1
+                        ),
+                    ));
+                }
+                let prev_chain = self.pos.chain;
+                self.pos = self.pos.next(bytes);
+                self.at = next;
+                Ok(Some(Entry {
+                    position: self.pos,
+                    prev_chain,
+                    record,
+                }))
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Source {
+    Sealed(Sealed),
+    Active {
+        path: PathBuf,
+        header: ActiveHeader,
+        len: u64,
+    },
+}
+
+/// Reads the frames of one sealed segment, verifying the body checksum.
+fn load_sealed(s: &Sealed) -> Result<FrameWalker> {
+    let file = fs::read(&s.path).map_err(io_err(format!("read {}", s.path.display())))?;
+    if file
+        .get(..SEALED_HEADER_LEN)
+        .map(SealedHeader::decode)
+        .and_then(|h| h.ok())
+        != Some(s.header)
+    {
+        return Err(JournalError::Corrupt {
+            segment: s.path.clone(),
+            offset: 0,
+            reason: "header changed since the journal was opened".into(),
+        });
+    }
+    sealed_walker(&s.path, s.header, &file[SEALED_HEADER_LEN..])
+}
+
+/// Verifies and decompresses a sealed body; frames are then read strictly.
+fn sealed_walker(path: &Path, header: SealedHeader, body: &[u8]) -> Result<FrameWalker> {
+    let corrupt = |offset: u64, reason: String| JournalError::Corrupt {
+        segment: path.to_owned(),
+        offset,
+        reason,
+    };
+    if body.len() as u64 != header.body_len {
+        return Err(corrupt(
+            (SEALED_HEADER_LEN + body.len()) as u64,
+            format!(
+                "body is {} bytes but the header says {}",
+                body.len(),
+                header.body_len
+            ),
+        ));
+    }
+    if <[u8; 32]>::from(Sha256::digest(body)) != header.body_sha256 {
+        return Err(corrupt(
+            SEALED_HEADER_LEN as u64,
+            "body checksum mismatch".into(),
+        ));
+    }
+    let raw = match header.compression {
+        Compression::None => body.to_vec(),
+        Compression::Zstd => {
+            zstd::bulk::decompress(body, header.raw_len as usize).map_err(|e| {
+                corrupt(
+                    SEALED_HEADER_LEN as u64,
+                    format!("body does not decompress: {e}"),
+                )
+            })?
+        }
+    };
+    if raw.len() as u64 != header.raw_len {
+        return Err(corrupt(
+            SEALED_HEADER_LEN as u64,
+            "decompressed length differs from the header".into(),
+        ));
+    }
+    Ok(FrameWalker::new(path, raw, 0, header.start(), true))
+}
+
+/// What [`decode_segment`] found in one segment file.
+#[derive(Debug)]
+pub struct SegmentContents {
+    pub sealed: bool,
+    pub volume_id: VolumeId,
+    pub entries: Vec<Entry>,
+    /// For an active segment: the torn tail after the last whole record, if any.
+    pub torn_tail: Option<(u64, &'static str)>,
+}
+
+/// Decodes and verifies a whole segment file (active or sealed) held in
+/// memory: headers, checksums, every record and the chain. Pure; for tools,
+/// tests and fuzzing.
+pub fn decode_segment(bytes: &[u8]) -> Result<SegmentContents> {
+    let path = Path::new("<memory>");
+    let header_err = |source| JournalError::Header {
+        segment: path.to_owned(),
+        source,
+    };
+    let (sealed, volume_id, mut walker, end) = if bytes.starts_with(&crate::format::SEALED_MAGIC) {
+        let header = SealedHeader::decode(bytes).map_err(header_err)?;
+        let w = sealed_walker(path, header, &bytes[SEALED_HEADER_LEN..])?;
+        (true, header.volume_id, w, Some(header.end()))
+    } else {
+        let header = ActiveHeader::decode(bytes).map_err(header_err)?;
+        let w = FrameWalker::new(
+            path,
+            bytes.to_vec(),
+            ACTIVE_HEADER_LEN,
+            header.start(),
+            false,
+        );
+        (false, header.volume_id, w, None)
+    };
+    let mut entries = Vec::new();
+    while let Some(e) = walker.next_entry()? {
+        entries.push(e);
+    }
+    if let Some(end) = end {
+        if walker.pos != end {
+            return Err(walker.corrupt(
+                walker.at,
+                format!("body ends at {} but the header says {}", walker.pos, end),
+            ));
+        }
+    }
+    let torn_tail = walker.torn.map(|r| (walker.at as u64, r));
+    Ok(SegmentContents {
+        sealed,
+        volume_id,
+        entries,
+        torn_tail,
+    })
+}
+
+/// Iterator over journal entries; see [`Journal::read_from`].
+pub struct Reader {
+    volume_id: VolumeId,
+    from: u64,
+    sources: VecDeque<Source>,
+    current: Option<(FrameWalker, Option<Position>)>,
+    done: bool,
+}
+
+impl Reader {
+    fn step(&mut self) -> Result<Option<Entry>> {
+        loop {
+            if let Some((walker, end)) = &mut self.current {
+                match walker.next_entry()? {
+                    Some(e) if e.record.seq < self.from => continue,
+                    Some(e) => return Ok(Some(e)),
+                    None => {
+                        if let Some(end) = end {
+                            if walker.pos != *end {
+                                return Err(walker.corrupt(
+                                    walker.at,
+                                    format!(
+                                        "body ends at {} but the header says {}",
+                                        walker.pos, end
+                                    ),
+                                ));
+                            }
+                        }
+                        self.current = None;
+                    }
+                }
+            }
+            let Some(source) = self.sources.pop_front() else {
+                return Ok(None);
+            };
+            self.current = Some(match source {
+                Source::Sealed(s) => {
+                    check_volume(&s.path, self.volume_id, s.header.volume_id)?;
+                    (load_sealed(&s)?, Some(s.header.end()))
+                }
+                Source::Active { path, header, len } => {
+                    let ctx = format!("read {}", path.display());
+                    let f = File::open(&path).map_err(io_err(&ctx))?;
+                    let mut buf = vec![0u8; len as usize];
+                    f.read_exact_at(&mut buf, 0).map_err(io_err(&ctx))?;
+                    if ActiveHeader::decode(&buf).ok() != Some(header) {
+                        return Err(JournalError::Corrupt {
+                            segment: path,
+                            offset: 0,
+                            reason: "header changed since the journal was opened".into(),
+                        });
+                    }
+                    (
+                        FrameWalker::new(&path, buf, ACTIVE_HEADER_LEN, header.start(), false),
+                        None,
+                    )
+                }
+            });
+        }
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(e)) => Some(Ok(e)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! Applying one operation to a directory tree, safely.
+//!
+//! [`Tree`] owns a directory and performs [`Op`]s on it. Every path is
+//! resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` relative to
+//! the root, and the last component is only ever used with no-follow `*at`
+//! calls, so no record can reach outside the tree or through a symlink.
+//! Files are opened for writing only after `fstat` shows they are regular
+//! files, so no record can write to a device node.
+//!
+//! Each operation also has a *redo* form, used once after a crash for the
+//! record that was in flight: it completes the operation from whatever state
+//! a partial or complete earlier attempt left, and does not apply it twice.
+//!
+//! This module knows nothing of positions or journals.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{
+    self as rfs, AtFlags, FallocateFlags, FileType, Gid, Mode, OFlags, RenameFlags, ResolveFlags,
+    Timespec, Timestamps, Uid, XattrFlags, UTIME_OMIT,
+};
+use rustix::io::Errno;
+
+use crate::path::{Node, RelPath};
+use crate::record::{
+    FallocateMode, NewNode, Op, Record, RenameMode, SetMtime, SpecialKind, Timestamp,
+};
+
+/// Why an operation did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// The record is refused and nothing was changed: it would escape the tree,
+    /// go through a symlink, or it does not fit the tree (the replica diverged).
+    #[error("{0}")]
+    Refused(String),
+    /// The system failed part-way; the operation may be partly applied and is
+    /// completed by its redo form.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, TreeError>;
+
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+/// A directory that operations are applied to.
+pub struct Tree {
+    path: PathBuf,
+    root: OwnedFd,
+}
+
+/// A directory handle and a name in it: where a node lives.
+struct At<'a> {
+    dir: Dir<'a>,
+    name: CString,
+}
+
+enum Dir<'a> {
+    Root(BorrowedFd<'a>),
+    Owned(OwnedFd),
+}
+
+impl Dir<'_> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Dir::Root(fd) => *fd,
+            Dir::Owned(fd) => fd.as_fd(),
+        }
+    }
+}
+
+fn ts(t: Timestamp) -> Timespec {
+    Timespec {
+        tv_sec: t.sec,
+        tv_nsec: t.nsec as _,
+    }
+}
+
+const OMIT: Timespec = Timespec {
+    tv_sec: 0,
+    tv_nsec: UTIME_OMIT,
+};
+
+impl Tree {
+    /// Opens the directory `path` as a tree root.
+    pub fn open(path: &Path) -> io::Result<Tree> {
+        let root = rfs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("open tree {}: {e}", path.display()),
+            )
+        })?;
+        Ok(Tree {
+            path: path.to_owned(),
+            root,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes the whole filesystem holding the tree to stable storage.
+    pub fn sync(&self) -> io::Result<()> {
+        let dir = rfs::open(
+            &self.path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(rfs::syncfs(dir)?)
+    }
+
+    fn refused(what: &Node, e: Errno) -> TreeError {
+        let why = match e {
+            Errno::LOOP => "a symlink lies on the way".to_string(),
+            Errno::XDEV => "the path leads outside the tree".to_string(),
+            Errno::NOENT => "a directory on the way does not exist".to_string(),
+            Errno::NOTDIR => "a component on the way is not a directory".to_string(),
+            e => format!("cannot resolve the path: {e}"),
+        };
+        TreeError::Refused(format!("{what}: {why}"))
+    }
+
+    /// Resolves the directory holding `path`, refusing symlinks and escapes.
+    fn at(&self, path: &RelPath) -> Result<At<'_>> {
+        let name = CString::new(path.file_name()).expect("validated paths hold no NUL");
+        let dir = match path.parent() {
+            None => Dir::Root(self.root.as_fd()),
+            Some(parent) => Dir::Owned(
+                rfs::openat2(
+                    &self.root,
+                    parent.as_bytes(),
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    RESOLVE,
+                )
+                .map_err(|e| Tree::refused(&Node::Path(path.clone()), e))?,
+            ),
+        };
+        Ok(At { dir, name })
+    }
+
+    fn node_at(&self, node: &Node) -> Result<At<'_>> {
+        match node {
+            Node::Root => Ok(At {
+                dir: Dir::Root(self.root.as_fd()),
+                name: c".".to_owned(),
+            }),
+            Node::Path(p) => self.at(p),
+        }
+    }
+
+    /// Opens `at` with `O_PATH | O_NOFOLLOW` and returns it with its type.
+    fn open_path(at: &At<'_>) -> std::result::Result<(OwnedFd, rfs::Stat), Errno> {
+        let fd = rfs::openat(
+            at.dir.fd(),
+            at.name.as_c_str(),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rfs::fstat(&fd)?;
+        Ok((fd, st))
+    }
+
+    /// Opens a regular file for I/O. The node is pinned with `O_PATH` and
+    /// checked before it is opened for real, so a device or fifo is never opened.
+    fn open_regular(&self, path: &RelPath, flags: OFlags) -> Result<OwnedFd> {
+        let at = self.at(path)?;
+        let (pinned, st) = Tree::open_path(&at).map_err(|e| match e {
+            Errno::NOENT => TreeError::Refused(format!("{path}: does not exist")),
+            e => TreeError::Refused(format!("{path}: {e}")),
+        })?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(TreeError::Refused(format!("{path}: not a regular file")));
+        }
+        rfs::open(
+            proc_fd(&pinned),
+            flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(format!("open {path}"), e))
+    }
+
+    /// A value that lets the redo form tell whether the operation already
+    /// happened, taken before the operation (see [`Tree::apply`]).
+    pub fn fingerprint(&self, op: &Op) -> u64 {
+        match op {
+            // An exchange applied twice is undone; the inode that was at `from`
+            // tells whether it happened.
+            Op::Rename {
+                from,
+                mode: RenameMode::Exchange,
+                ..
+            } => self
+                .at(from)
+                .ok()
+                .and_then(|at| Tree::open_path(&at).ok())
+                .map_or(0, |(_, st)| st.st_ino),
+            _ => 0,
+        }
+    }
+
+    /// Applies `record`: its operation, then its mtimes.
+    ///
+    /// With `redo = Some(fingerprint)` the operation may already have happened,
+    /// wholly or in part; it is completed without being done twice.
+    pub fn apply(&self, record: &Record, redo: Option<u64>) -> Result<()> {
+        self.apply_op(&record.op, redo)?;
+        for m in &record.mtimes {
+            self.set_mtime(m)?;
+        }
+        Ok(())
+    }
+
+    fn set_mtime(&self, m: &SetMtime) -> Result<()> {
+        let at = self.node_at(&m.node)?;
+        let times = Timestamps {
+            last_access: OMIT,
+            last_modification: ts(m.mtime),
+        };
+        rfs::utimensat(
+            at.dir.fd(),
+            at.name.as_c_str(),
+            &times,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_err(format!("set mtime of {}", m.node), e))
+    }
+
+    fn apply_op(&self, op: &Op, redo: Option<u64>) -> Result<()> {
+        let redo_mode = redo.is_some();
+        match op {
+            Op::Create { path, node } => {
+                let at = self.at(path)?;
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let fd = match rfs::openat(
+                    at.dir.fd(),
+                    at.name.as_c_str(),
+                    flags,
+                    Mode::from_raw_mode(0o600),
+                ) {
+                    Ok(fd) => fd,
+                    Err(Errno::EXIST) if redo_mode => {
+                        let fd = self.open_regular(path, OFlags::WRONLY)?;
+                        rfs::ftruncate(&fd, 0)
+                            .map_err(|e| io_err(format!("truncate {path}"), e))?;
+                        fd
+                    }
+                    Err(e) => return Err(exists_or_io(path, "create", e)),
+                };
+                set_owner_mode(&fd, node, path)
+            }
+            Op::Mkdir { path, node } => {
+                let at = self.at(path)?;
+                match rfs::mkdirat(at.dir.fd(), at.name.as_c_str(), Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) if redo_mode => {}
+                    Err(e) => return Err(exists_or_io(path, "mkdir", e)),
+                }
+                let fd = rfs::openat(
+                    at.dir.fd(),
+                    at.name.as_c_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io_err(format!("open {path}"), e))?;
+                set_owner_mode(&fd, node, path)
+            }
+            Op::Mknod { path, kind, node } => {
+                let at = self.at(path)?;
+                let (ft, dev) = match kind {
+                    SpecialKind::Fifo => (FileType::Fifo, 0),
+                    SpecialKind::Socket => (FileType::Socket, 0),
+                    SpecialKind::CharDevice { rdev } => (FileType::CharacterDevice, *rdev),
+                    SpecialKind::BlockDevice { rdev } => (FileType::BlockDevice, *rdev),
+                };
+                match rfs::mknodat(
+                    at.dir.fd(),
+                    at.name.as_c_str(),
+                    ft,
+                    Mode::from_raw_mode(0o600),
+                    dev,
+                ) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) if redo_mode => {}
+                    Err(e) => return Err(exists_or_io(path, "mknod", e)),
+                }
+                let (pinned, st) =
+                    Tree::open_path(&at).map_err(|e| io_err(format!("open {path}"), e))?;
+                if FileType::from_raw_mode(st.st_mode) != ft {
+                    return Err(TreeError::Refused(format!(
+                        "{path}: exists with another type"
+                    )));
+                }
+                set_owner_mode_pinned(&pinned, node, path)
+            }
+            Op::Symlink {
+                path,
+                target,
+                uid,
+                gid,
+            } => {
+                let at = self.at(path)?;
+                match rfs::symlinkat(target.as_slice(), at.dir.fd(), at.name.as_c_str()) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) if redo_mode => {
+                        let old = rfs::readlinkat(at.dir.fd(), at.name.as_c_str(), Vec::new())
+                            .map_err(|e| io_err(format!("readlink {path}"), e))?;
+                        if old.as_bytes() != target.as_slice() {
+                            return Err(TreeError::Refused(format!(
+                                "{path}: exists with another target"
+                            )));
+                        }
+                    }
+                    Err(e) => return Err(exists_or_io(path, "symlink", e)),
+                }
+                rfs::chownat(
+                    at.dir.fd(),
+                    at.name.as_c_str(),
+                    Some(Uid::from_raw(*uid)),
+                    Some(Gid::from_raw(*gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| io_err(format!("chown {path}"), e))
+            }
+            Op::Link { from, to } => {
+                let src = self.at(from)?;
+                let dst = self.at(to)?;
+                match rfs::linkat(
+                    src.dir.fd(),
+                    src.name.as_c_str(),
+                    dst.dir.fd(),
+                    dst.name.as_c_str(),
+                    AtFlags::empty(),
+                ) {
+                    Ok(()) => Ok(()),
+                    Err(Errno::EXIST) if redo_mode => {
+                        let a = Tree::open_path(&src)
+                            .map_err(|e| io_err(format!("stat {from}"), e))?
+                            .1;
+                        let b = Tree::open_path(&dst)
+                            .map_err(|e| io_err(format!("stat {to}"), e))?
+                            .1;
+                        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) {
+                            Ok(())
+                        } else {
+                            Err(TreeError::Refused(format!(
+                                "{to}: exists and is not a link of {from}"
+                            )))
+                        }
+                    }
+                    Err(e) => Err(missing_exists_or_io(from, "link", e)),
+                }
+            }
+            Op::Unlink { path } | Op::Rmdir { path } => {
+                let at = self.at(path)?;
+                let flags = if matches!(op, Op::Rmdir { .. }) {
+                    AtFlags::REMOVEDIR
+                } else {
+                    AtFlags::empty()
+                };
+                match rfs::unlinkat(at.dir.fd(), at.name.as_c_str(), flags) {
+                    Ok(()) => Ok(()),
+                    Err(Errno::NOENT) if redo_mode => Ok(()),
+                    Err(e) => Err(missing_exists_or_io(path, op.name(), e)),
+                }
+            }
+            Op::Rename { from, to, mode } => {
+                let src = self.at(from)?;
+                let dst = self.at(to)?;
+                if let (RenameMode::Exchange, Some(fp)) = (mode, redo) {
+                    let now_at_to = Tree::open_path(&dst).map(|(_, st)| st.st_ino).ok();
+                    if fp != 0 && now_at_to == Some(fp) {
+                        return Ok(());
+                    }
+                }
+                let flags = match mode {
+                    RenameMode::Replace => RenameFlags::empty(),
+                    RenameMode::NoReplace => RenameFlags::NOREPLACE,
+                    RenameMode::Exchange => RenameFlags::EXCHANGE,
+                };
+                match rfs::renameat_with(
+                    src.dir.fd(),
+                    src.name.as_c_str(),
+                    dst.dir.fd(),
+                    dst.name.as_c_str(),
+                    flags,
+                ) {
+                    Ok(()) => Ok(()),
+                    Err(Errno::NOENT) if redo_mode && *mode != RenameMode::Exchange => {
+                        // `from` is gone: the rename happened, provided `to` exists.
+                        Tree::open_path(&dst)
+                            .map(|_| ())
+                            .map_err(|e| missing_exists_or_io(to, "rename", e))
+                    }
+                    Err(e) => Err(missing_exists_or_io(from, "rename", e)),
+                }
+            }
+            Op::Write { path, offset, data } => {
+                let fd = self.open_regular(path, OFlags::WRONLY)?;
+                std::fs::File::from(fd)
+                    .write_all_at(data, *offset)
+                    .map_err(|e| TreeError::Io {
+                        context: format!("write {path}"),
+                        source: e,
+                    })
+            }
+            Op::Truncate { path, size } => {
+                let fd = self.open_regular(path, OFlags::WRONLY)?;
+                rfs::ftruncate(&fd, *size).map_err(|e| io_err(format!("truncate {path}"), e))
+            }
+            Op::Fallocate {
+                path,
+                mode,
+                offset,
+                len,
+            } => {
+                let fd = self.open_regular(path, OFlags::WRONLY)?;
+                let flags = match mode {
+                    FallocateMode::Allocate => FallocateFlags::empty(),
+                    FallocateMode::KeepSize => FallocateFlags::KEEP_SIZE,
+                    FallocateMode::PunchHole => {
+                        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE
+                    }
+                    FallocateMode::ZeroRange => FallocateFlags::ZERO_RANGE,
+                };
+                rfs::fallocate(&fd, flags, *offset, *len)
+                    .map_err(|e| io_err(format!("fallocate {path}"), e))
+            }
+            Op::SetAttr {
+                node,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+            } => {
+                let at = self.node_at(node)?;
+                if uid.is_some() || gid.is_some() {
+                    rfs::chownat(
+                        at.dir.fd(),
+                        at.name.as_c_str(),
+                        uid.map(Uid::from_raw),
+                        gid.map(Gid::from_raw),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| missing_exists_or_io_node(node, "chown", e))?;
+                }
+                if let Some(mode) = mode {
+                    let (pinned, st) = Tree::open_path(&at)
+                        .map_err(|e| missing_exists_or_io_node(node, "chmod", e))?;
+                    if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                        return Err(TreeError::Refused(format!(
+                            "{node}: cannot change the mode of a symlink"
+                        )));
+                    }
+                    rfs::chmod(proc_fd(&pinned), Mode::from_raw_mode(*mode))
+                        .map_err(|e| io_err(format!("chmod {node}"), e))?;
+                }
+                if atime.is_some() || mtime.is_some() {
+                    let times = Timestamps {
+                        last_access: atime.map_or(OMIT, ts),
+                        last_modification: mtime.map_or(OMIT, ts),
+                    };
+                    rfs::utimensat(
+                        at.dir.fd(),
+                        at.name.as_c_str(),
+                        &times,
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| missing_exists_or_io_node(node, "utimens", e))?;
+                }
+                Ok(())
+            }
+            Op::SetXattr { node, name, value } => {
+                let at = self.node_at(node)?;
+                let name_c =
+                    CString::new(name.as_slice()).expect("validated xattr names hold no NUL");
+                rfs::lsetxattr(proc_at(&at), name_c.as_c_str(), value, XattrFlags::empty())
+                    .map_err(|e| missing_exists_or_io_node(node, "setxattr", e))
+            }
+            Op::RemoveXattr { node, name } => {
+                let at = self.node_at(node)?;
+                let name_c =
+                    CString::new(name.as_slice()).expect("validated xattr names hold no NUL");
+                match rfs::lremovexattr(proc_at(&at), name_c.as_c_str()) {
+                    Ok(()) => Ok(()),
+                    Err(Errno::NODATA) if redo_mode => Ok(()),
+                    Err(Errno::NODATA) => {
+                        Err(TreeError::Refused(format!("{node}: has no such xattr")))
+                    }
+                    Err(e) => Err(missing_exists_or_io_node(node, "removexattr", e)),
+                }
+            }
+            Op::CopyRange {
+                src,
+                src_offset,
+                dst,
+                dst_offset,
+                len,
+            } => {
+                let input = self.open_regular(src, OFlags::RDONLY)?;
+                let output = self.open_regular(dst, OFlags::WRONLY)?;
+                let (mut off_in, mut off_out, mut left) = (*src_offset, *dst_offset, *len);
+                while left > 0 {
+                    let chunk = left.min(1 << 30) as usize;
+                    let n = rfs::copy_file_range(
+                        &input,
+                        Some(&mut off_in),
+                        &output,
+                        Some(&mut off_out),
+                        chunk,
+                    )
+                    .map_err(|e| io_err(format!("copy {src} to {dst}"), e))?;
+                    if n == 0 {
+                        return Err(TreeError::Refused(format!(
+                            "{src}: shorter than the copied range"
+                        )));
+                    }
+                    left -= n as u64;
+                }
+                Ok(())
+            }
+            Op::Marker(_) => Ok(()),
+        }
+    }
+}
+
+/// `/proc/self/fd/N`: reopens a pinned node without resolving any path again.
+fn proc_fd(fd: &OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// `/proc/self/fd/DIR/NAME`, for calls that only exist in path form (xattrs).
+/// The directory is pinned and the name is a single component.
+fn proc_at(at: &At<'_>) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    let mut p = format!("/proc/self/fd/{}/", at.dir.fd().as_raw_fd()).into_bytes();
+    p.extend_from_slice(at.name.as_bytes());
+    PathBuf::from(std::ffi::OsStr::from_bytes(&p))
+}
+
+fn io_err(context: String, e: Errno) -> TreeError {
+    TreeError::Io {
+        context,
+        source: e.into(),
+    }
+}
+
+/// EEXIST means the tree does not match the journal: refuse, change nothing.
+fn exists_or_io(path: &RelPath, what: &str, e: Errno) -> TreeError {
+    match e {
+        Errno::EXIST => TreeError::Refused(format!("{path}: already exists ({what})")),
+        e => io_err(format!("{what} {path}"), e),
+    }
+}
+
+/// Errors that show a mismatch between tree and record are refusals.
+fn missing_exists_or_io(path: &RelPath, what: &str, e: Errno) -> TreeError {
+    missing_exists_or_io_node(&Node::Path(path.clone()), what, e)
+}
+
+fn missing_exists_or_io_node(node: &Node, what: &str, e: Errno) -> TreeError {
+    let why = match e {
+        Errno::NOENT => "does not exist",
+        Errno::EXIST => "already exists",
+        Errno::NOTEMPTY => "directory is not empty",
+        Errno::ISDIR => "is a directory",
+        Errno::NOTDIR => "is not a directory",
+        Errno::PERM => "operation not permitted on this node",
+        Errno::LOOP => "a symlink lies on the way",
+        _ => return io_err(format!("{what} {node}"), e),
+    };
+    TreeError::Refused(format!("{node}: {why} ({what})"))
+}
+
+fn set_owner_mode(fd: &OwnedFd, node: &NewNode, path: &RelPath) -> Result<()> {
+    // chown first: it clears setuid/setgid, which the chmod then sets.
+    rfs::fchown(
+        fd,
+        Some(Uid::from_raw(node.uid)),
+        Some(Gid::from_raw(node.gid)),
+    )
+    .map_err(|e| io_err(format!("chown {path}"), e))?;
+    rfs::fchmod(fd, Mode::from_raw_mode(node.mode)).map_err(|e| io_err(format!("chmod {path}"), e))
+}
+
+fn set_owner_mode_pinned(pinned: &OwnedFd, node: &NewNode, path: &RelPath) -> Result<()> {
+    rfs::chownat(
+        pinned,
+        c"",
+        Some(Uid::from_raw(node.uid)),
+        Some(Gid::from_raw(node.gid)),
+        AtFlags::EMPTY_PATH,
+    )
+    .map_err(|e| io_err(format!("chown {path}"), e))?;
+    rfs::chmod(proc_fd(pinned), Mode::from_raw_mode(node.mode))
+        .map_err(|e| io_err(format!("chmod {path}"), e))
+}

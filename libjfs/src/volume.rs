@@ -1,0 +1,668 @@
+//! A volume: the directory that holds one copy of the filesystem.
+//!
+//! ```text
+//! VOL/tree/      the plain tree
+//! VOL/journal/   segments (see journal.rs)
+//! VOL/meta/      sled: format version, volume id, role, position checkpoint, snapshots
+//! VOL/attic/     inodes kept for history
+//! VOL/applied    the applier's position slot (see applier.rs)
+//! VOL/secret     replication key, mode 0600
+//! VOL/lock       held (flock) by the one process that has the volume open
+//! ```
+//!
+//! A [`Volume`] ties journal, applier and meta together: it recovers after a
+//! crash, commits operations on a master (journal first, then tree), replays
+//! journaled records on a replica, and checkpoints positions. It knows nothing
+//! of FUSE or the network.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::applier::{read_slot, Applier, ApplyError};
+use crate::format::VolumeId;
+use crate::journal::{Journal, JournalConfig, JournalError, Recovery};
+use crate::path::Node;
+use crate::position::Position;
+use crate::record::{implied_mtimes, Marker, Op, Record, SetMtime, Timestamp};
+
+pub const TREE_DIR: &str = "tree";
+pub const JOURNAL_DIR: &str = "journal";
+pub const META_DIR: &str = "meta";
+pub const ATTIC_DIR: &str = "attic";
+pub const SLOT_FILE: &str = "applied";
+pub const SECRET_FILE: &str = "secret";
+pub const LOCK_FILE: &str = "lock";
+
+/// Version of the volume layout and meta keys.
+pub const VOLUME_FORMAT: u32 = 1;
+
+const KEY_FORMAT: &str = "format";
+const KEY_ID: &str = "volume_id";
+const KEY_ROLE: &str = "role";
+const KEY_APPLIED: &str = "applied";
+const SNAPSHOTS: &str = "snapshots";
+
+/// Which side of replication a volume is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("{}: {reason}", path.display())]
+    Layout { path: PathBuf, reason: String },
+    #[error("volume {} is in use by another process", path.display())]
+    InUse { path: PathBuf },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("meta store {}: {source}", path.display())]
+    Meta {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("{0}")]
+    Snapshot(String),
+    #[error("the tree is at {tree} but the journal holds {journal}: {reason}")]
+    Mismatch {
+        tree: Position,
+        journal: Position,
+        reason: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, VolumeError>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VolumeError {
+    let context = context.into();
+    move |source| VolumeError::Io { context, source }
+}
+
+/// An open volume, held exclusively by this process.
+pub struct Volume {
+    root: PathBuf,
+    id: VolumeId,
+    role: Role,
+    meta: sled::Db,
+    journal: Journal,
+    applier: Applier,
+    recovery: Recovery,
+    _lock: File,
+}
+
+/// A target given as `SEQ` or `SNAPSHOT` on the command line.
+pub fn parse_target(s: &str) -> Target {
+    match s.parse::<u64>() {
+        Ok(seq) => Target::Seq(seq),
+        Err(_) => Target::Snapshot(s.to_owned()),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Seq(u64),
+    Snapshot(String),
+}
+
+impl Volume {
+    /// Creates a new volume at `path` (which must not exist or be an empty
+    /// directory) with a fresh id and secret. A master's journal starts with a
+    /// record that gives the tree root its mode, owner and mtime.
+    pub fn init(path: &Path, role: Role) -> Result<Volume> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| VolumeError::Io {
+            context: "read the kernel's random source".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Volume::init_with(
+            path,
+            role,
+            VolumeId::random(),
+            hex::encode(secret).as_bytes(),
+        )
+    }
+
+    /// Creates a volume with a given id and secret (a replica of an existing volume).
+    pub fn init_with(path: &Path, role: Role, id: VolumeId, secret: &[u8]) -> Result<Volume> {
+        let layout = |reason: &str| VolumeError::Layout {
+            path: path.to_owned(),
+            reason: reason.into(),
+        };
+        match fs::read_dir(path) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(layout("exists and is not empty"));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
+        }
+        // Build beside the target and rename, so a crash leaves no half volume.
+        let name = path.file_name().ok_or_else(|| layout("has no file name"))?;
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = parent.join(format!(
+            ".{}.init-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&tmp);
+        build_volume(&tmp, role, id, secret)?;
+        fs::rename(&tmp, path).map_err(io_err(format!(
+            "rename {} to {}",
+            tmp.display(),
+            path.display()
+        )))?;
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("sync parent directory"))?;
+        Volume::open(path)
+    }
+
+    /// Opens a volume and recovers it: the journal's torn tail is cut off and a
+    /// record that a crash left half applied is completed.
+    pub fn open(path: &Path) -> Result<Volume> {
+        Volume::open_with(path, JournalConfig::default())
+    }
+
+    pub fn open_with(path: &Path, config: JournalConfig) -> Result<Volume> {
+        let lock = lock_volume(path)?;
+        let meta_path = path.join(META_DIR);
+        let meta = sled::Config::new()
+            .path(&meta_path)
+            .open()
+            .map_err(|source| VolumeError::Meta {
+                path: meta_path.clone(),
+                source,
+            })?;
+        let (id, role) = read_identity(&meta, &meta_path)?;
+        let (journal, recovery) = Journal::open(&path.join(JOURNAL_DIR), id, config)?;
+        let checkpoint = meta_position(&meta, &meta_path, KEY_APPLIED)?.unwrap_or(Position::ZERO);
+        let applier = Applier::open(&path.join(TREE_DIR), &path.join(SLOT_FILE), checkpoint)?;
+        let mut vol = Volume {
+            root: path.to_owned(),
+            id,
+            role,
+            meta,
+            journal,
+            applier,
+            recovery,
+            _lock: lock,
+        };
+        vol.check_positions(checkpoint)?;
+        vol.finish_in_flight()?;
+        Ok(vol)
+    }
+
+    /// The tree must sit on the journal's history, at or behind its head.
+    fn check_positions(&self, checkpoint: Position) -> Result<()> {
+        let tree = self.applier.applied();
+        let head = self.journal.head();
+        let mismatch = |reason: &str| VolumeError::Mismatch {
+            tree,
+            journal: head,
+            reason: reason.into(),
+        };
+        if tree.seq < checkpoint.seq {
+            return Err(mismatch(
+                "the position slot is behind the checkpoint in meta",
+            ));
+        }
+        if tree.seq > head.seq {
+            return Err(mismatch("the tree is ahead of the journal"));
+        }
+        if tree.seq >= self.journal.first_seq().saturating_sub(1)
+            && self.journal.position_at(tree.seq)? != tree
+        {
+            return Err(mismatch("the tree's chain is not the journal's (diverged)"));
+        }
+        Ok(())
+    }
+
+    fn finish_in_flight(&mut self) -> Result<()> {
+        if let Some(seq) = self.applier.in_flight() {
+            if seq <= self.journal.head().seq {
+                let entry = self
+                    .journal
+                    .read_from(seq)?
+                    .next()
+                    .transpose()?
+                    .expect("seq is below the head");
+                self.applier.apply(&entry)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tree_path(&self) -> PathBuf {
+        self.root.join(TREE_DIR)
+    }
+
+    pub fn id(&self) -> VolumeId {
+        self.id
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// What opening had to repair in the journal.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn journal_mut(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    /// Position of the tree.
+    pub fn applied(&self) -> Position {
+        self.applier.applied()
+    }
+
+    /// Position of the journal.
+    pub fn head(&self) -> Position {
+        self.journal.head()
+    }
+
+    /// Journals `op` with the mtimes a local filesystem would give, then
+    /// applies it to the tree. See [`Volume::commit_with`].
+    pub fn commit(&mut self, op: Op) -> Result<Position> {
+        let time = Timestamp::now();
+        let mtimes = implied_mtimes(&op, time);
+        self.commit_with(time, op, mtimes)
+    }
+
+    /// Journals a record and applies it (the journal is the write-ahead log).
+    /// A record the tree refuses is retracted from the journal, so the journal
+    /// never holds an operation that failed.
+    pub fn commit_with(
+        &mut self,
+        time: Timestamp,
+        op: Op,
+        mtimes: Vec<SetMtime>,
+    ) -> Result<Position> {
+        if self.applier.applied() != self.journal.head() {
+            return Err(VolumeError::Mismatch {
+                tree: self.applier.applied(),
+                journal: self.journal.head(),
+                reason: "records are journaled but not applied; replay them first".into(),
+            });
+        }
+        let record = Record {
+            seq: self.journal.head().seq + 1,
+            time,
+            op,
+            mtimes,
+            before: Vec::new(),
+        };
+        let prev_chain = self.journal.head().chain;
+        let position = self.journal.append(&record)?;
+        let entry = crate::journal::Entry {
+            position,
+            prev_chain,
+            record,
+        };
+        if let Err(e) = self.applier.apply(&entry) {
+            if e.is_refusal() {
+                self.journal.retract_last()?;
+            }
+            return Err(e.into());
+        }
+        self.journal.seal_if_full()?;
+        Ok(position)
+    }
+
+    /// Applies journaled records that the tree does not have yet, up to
+    /// `until` (or the journal's head). `progress` is told each applied seq.
+    pub fn replay(
+        &mut self,
+        until: Option<u64>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Position> {
+        let end = until.unwrap_or(u64::MAX).min(self.journal.head().seq);
+        let from = self.applier.applied().seq + 1;
+        if from > end {
+            return Ok(self.applier.applied());
+        }
+        for entry in self.journal.read_from(from)? {
+            let entry = entry?;
+            if entry.record.seq > end {
+                break;
+            }
+            self.applier.apply(&entry)?;
+            progress(entry.record.seq);
+        }
+        Ok(self.applier.applied())
+    }
+
+    /// Makes journal, tree and position durable and checkpoints the position in meta.
+    pub fn sync(&mut self) -> Result<Position> {
+        self.journal.sync()?;
+        let applied = self.applier.settle()?;
+        self.put_position(KEY_APPLIED, applied)?;
+        self.meta.flush().map_err(|source| VolumeError::Meta {
+            path: self.root.join(META_DIR),
+            source,
+        })?;
+        Ok(applied)
+    }
+
+    /// Syncs, then seals the active segment: what a clean stop does.
+    pub fn close(mut self) -> Result<Position> {
+        self.sync()?;
+        self.journal.seal()?;
+        self.sync()
+    }
+
+    fn put_position(&self, key: &str, pos: Position) -> Result<()> {
+        let bytes = postcard::to_stdvec(&pos).expect("a position always encodes");
+        self.meta
+            .insert(key, bytes)
+            .map_err(|source| VolumeError::Meta {
+                path: self.root.join(META_DIR),
+                source,
+            })?;
+        Ok(())
+    }
+
+    fn snapshots(&self) -> Result<sled::Tree> {
+        self.meta
+            .open_tree(SNAPSHOTS)
+            .map_err(|source| VolumeError::Meta {
+                path: self.root.join(META_DIR),
+                source,
+            })
+    }
+
+    /// Names the current position: journals a snapshot marker and records the name.
+    pub fn create_snapshot(&mut self, name: &str) -> Result<Position> {
+        crate::record::check_snapshot_name(name)
+            .map_err(|e| VolumeError::Snapshot(e.to_string()))?;
+        if self.snapshot(name)?.is_some() {
+            return Err(VolumeError::Snapshot(format!(
+                "snapshot {name:?} already exists"
+            )));
+        }
+        let pos = self.commit(Op::Marker(Marker::Snapshot {
+            name: name.to_owned(),
+        }))?;
+        self.snapshots()?
+            .insert(
+                name.as_bytes(),
+                postcard::to_stdvec(&pos).expect("a position always encodes"),
+            )
+            .map_err(|source| VolumeError::Meta {
+                path: self.root.join(META_DIR),
+                source,
+            })?;
+        self.sync()?;
+        Ok(pos)
+    }
+
+    pub fn snapshot(&self, name: &str) -> Result<Option<Position>> {
+        let v = self
+            .snapshots()?
+            .get(name.as_bytes())
+            .map_err(|source| VolumeError::Meta {
+                path: self.root.join(META_DIR),
+                source,
+            })?;
+        Ok(v.and_then(|b| postcard::from_bytes(&b).ok()))
+    }
+
+    /// Every snapshot, in position order.
+    pub fn list_snapshots(&self) -> Result<Vec<(String, Position)>> {
+        let mut v = Vec::new();
+        for item in self.snapshots()?.iter() {
+            let (k, b) = item.map_err(|source| VolumeError::Meta {
+                path: self.root.join(META_DIR),
+                source,
+            })?;
+            if let Ok(pos) = postcard::from_bytes::<Position>(&b) {
+                v.push((String::from_utf8_lossy(&k).into_owned(), pos));
+            }
+        }
+        v.sort_by_key(|(_, p)| p.seq);
+        Ok(v)
+    }
+
+    /// Forgets a snapshot name (the marker stays in the journal).
+    pub fn delete_snapshot(&mut self, name: &str) -> Result<()> {
+        let removed = self
+            .snapshots()?
+            .remove(name.as_bytes())
+            .map_err(|source| VolumeError::Meta {
+                path: self.root.join(META_DIR),
+                source,
+            })?;
+        if removed.is_none() {
+            return Err(VolumeError::Snapshot(format!("no snapshot named {name:?}")));
+        }
+        self.sync()?;
+        Ok(())
+    }
+
+    /// Resolves `SEQ` or a snapshot name to a sequence number held in the journal.
+    pub fn resolve(&self, target: &Target) -> Result<u64> {
+        match target {
+            Target::Seq(seq) => Ok(*seq),
+            Target::Snapshot(name) => self
+                .snapshot(name)?
+                .map(|p| p.seq)
+                .ok_or_else(|| VolumeError::Snapshot(format!("no snapshot named {name:?}"))),
+        }
+    }
+}
+
+fn lock_volume(path: &Path) -> Result<File> {
+    let lock_path = path.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                VolumeError::Layout {
+                    path: path.to_owned(),
+                    reason: "is not a jfs volume".into(),
+                }
+            } else {
+                VolumeError::Io {
+                    context: format!("open {}", lock_path.display()),
+                    source: e,
+                }
+            }
+        })?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(VolumeError::InUse {
+            path: path.to_owned(),
+        }),
+        Err(e) => Err(io_err(format!("lock {}", lock_path.display()))(e.into())),
+    }
+}
+
+fn build_volume(dir: &Path, role: Role, id: VolumeId, secret: &[u8]) -> Result<()> {
+    for sub in ["", TREE_DIR, ATTIC_DIR] {
+        fs::create_dir_all(dir.join(sub))
+            .map_err(io_err(format!("create {}", dir.join(sub).display())))?;
+    }
+    fs::set_permissions(dir.join(TREE_DIR), fs::Permissions::from_mode(0o755))
+        .map_err(io_err("chmod tree"))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(SECRET_FILE))
+        .map_err(io_err("create secret"))?;
+    f.write_all(secret)
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(io_err("write secret"))?;
+    File::create(dir.join(LOCK_FILE)).map_err(io_err("create lock file"))?;
+
+    let meta_path = dir.join(META_DIR);
+    let meta = sled::Config::new()
+        .path(&meta_path)
+        .open()
+        .map_err(|source| VolumeError::Meta {
+            path: meta_path.clone(),
+            source,
+        })?;
+    let put = |k: &str, v: &[u8]| {
+        meta.insert(k, v)
+            .map(|_| ())
+            .map_err(|source| VolumeError::Meta {
+                path: meta_path.clone(),
+                source,
+            })
+    };
+    put(KEY_FORMAT, &VOLUME_FORMAT.to_le_bytes())?;
+    put(KEY_ID, &id.0)?;
+    put(KEY_ROLE, role.as_str().as_bytes())?;
+    let mut journal = Journal::create(&dir.join(JOURNAL_DIR), id, JournalConfig::default())?;
+    if role == Role::Master {
+        // Record 1 gives the root the metadata it has now, so that replaying
+        // the journal alone rebuilds the tree exactly.
+        let st = fs::metadata(dir.join(TREE_DIR)).map_err(io_err("stat tree"))?;
+        use std::os::unix::fs::MetadataExt;
+        let time = Timestamp::now();
+        let op = Op::SetAttr {
+            node: Node::Root,
+            mode: Some(st.mode() & 0o7777),
+            uid: Some(st.uid()),
+            gid: Some(st.gid()),
+            atime: None,
+            mtime: Some(time),
+        };
+        let record = Record {
+            seq: 1,
+            time,
+            op,
+            mtimes: Vec::new(),
+            before: Vec::new(),
+        };
+        let position = journal.append(&record)?;
+        journal.sync()?;
+        let mut applier = Applier::open(&dir.join(TREE_DIR), &dir.join(SLOT_FILE), Position::ZERO)?;
+        applier.apply(&crate::journal::Entry {
+            position,
+            prev_chain: Position::ZERO.chain,
+            record,
+        })?;
+        applier.settle()?;
+        put(
+            KEY_APPLIED,
+            &postcard::to_stdvec(&position).expect("a position always encodes"),
+        )?;
+    }
+    meta.flush().map_err(|source| VolumeError::Meta {
+        path: meta_path.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
+fn read_identity(meta: &sled::Db, meta_path: &Path) -> Result<(VolumeId, Role)> {
+    let get = |k: &str| {
+        meta.get(k)
+            .map_err(|source| VolumeError::Meta {
+                path: meta_path.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| VolumeError::Layout {
+                path: meta_path.to_owned(),
+                reason: format!("has no {k}: is this a jfs volume?"),
+            })
+    };
+    let format = get(KEY_FORMAT)?;
+    if format.as_ref() != VOLUME_FORMAT.to_le_bytes() {
+        return Err(VolumeError::Layout {
+            path: meta_path.to_owned(),
+            reason: format!(
+                "volume format {format:?} is not supported (this build reads {VOLUME_FORMAT})"
+            ),
+        });
+    }
+    let id = VolumeId(
+        get(KEY_ID)?
+            .as_ref()
+            .try_into()
+            .map_err(|_| VolumeError::Layout {
+                path: meta_path.to_owned(),
+                reason: "volume id is not 16 bytes".into(),
+            })?,
+    );
+    let role = match get(KEY_ROLE)?.as_ref() {
+        b"master" => Role::Master,
+        b"replica" => Role::Replica,
+        other => {
+            return Err(VolumeError::Layout {
+                path: meta_path.to_owned(),
+                reason: format!("unknown role {:?}", String::from_utf8_lossy(other)),
+            })
+        }
+    };
+    Ok((id, role))
+}
+
+fn meta_position(meta: &sled::Db, meta_path: &Path, key: &str) -> Result<Option<Position>> {
+    let Some(b) = meta.get(key).map_err(|source| VolumeError::Meta {
+        path: meta_path.to_owned(),
+        source,
+    })?
+    else {
+        return Ok(None);
+    };
+    postcard::from_bytes(&b)
+        .map(Some)
+        .map_err(|e| VolumeError::Layout {
+            path: meta_path.to_owned(),
+            reason: format!("{key} does not decode: {e}"),
+        })
+}
+
+/// The volume's position as its files say, without taking the volume's lock
+/// (for status while another process has it open).
+pub fn peek_applied(path: &Path) -> Result<Option<Position>> {
+    Ok(read_slot(&path.join(SLOT_FILE))?.map(|s| s.applied))
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests and benchmarks for jfs live in tests/ and benches/.
