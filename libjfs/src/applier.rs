@@ -31,7 +31,7 @@ const SLOT_LEN: usize = 72;
 /// Why an entry was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("record {seq} ({op}): {source}")]
+    #[error("record {seq} ({op})")]
     Tree {
         seq: u64,
         op: &'static str,

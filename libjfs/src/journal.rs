@@ -31,7 +31,7 @@ const TMP_EXT: &str = "tmp";
 /// Why a journal operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -43,7 +43,7 @@ pub enum JournalError {
         offset: u64,
         reason: String,
     },
-    #[error("segment {}: {source}", segment.display())]
+    #[error("segment {}", segment.display())]
     Header {
         segment: PathBuf,
         #[source]
@@ -61,7 +61,7 @@ pub enum JournalError {
     OutOfOrder { seq: u64, head: u64 },
     #[error("record {seq} is not in the journal (it holds {first} to {last})")]
     NotFound { seq: u64, first: u64, last: u64 },
-    #[error("record {seq}: {source}")]
+    #[error("record {seq}")]
     Record {
         seq: u64,
         #[source]

@@ -19,6 +19,7 @@
 pub mod applier;
 pub mod compare;
 pub mod format;
+pub mod inspect;
 pub mod journal;
 pub mod materialize;
 pub mod path;

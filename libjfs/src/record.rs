@@ -52,6 +52,18 @@ impl Timestamp {
             nsec: d.subsec_nanos(),
         }
     }
+
+    /// `2026-11-21T05:15:18.599797522Z`; times before 1970 too.
+    pub fn to_rfc3339(&self) -> String {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = if self.sec >= 0 {
+            UNIX_EPOCH + Duration::new(self.sec as u64, self.nsec)
+        } else {
+            UNIX_EPOCH - Duration::from_secs(self.sec.unsigned_abs())
+                + Duration::from_nanos(self.nsec as u64)
+        };
+        humantime::format_rfc3339_nanos(t).to_string()
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -251,7 +263,7 @@ pub struct Record {
 
 /// The mtimes a local filesystem gives the nodes `op` touches when it runs at
 /// `time`: a new node and its directory, the directories of a link, unlink or
-/// rename, the file whose contents change. `SetAttr` sets its own times and
+/// rename, the file whose contents or allocation change. `SetAttr` sets its own times and
 /// xattr changes touch only ctime, which is not replicated.
 pub fn implied_mtimes(op: &Op, time: Timestamp) -> Vec<SetMtime> {
     let mut nodes: Vec<Node> = match op {
@@ -265,10 +277,8 @@ pub fn implied_mtimes(op: &Op, time: Timestamp) -> Vec<SetMtime> {
         Op::Unlink { path } | Op::Rmdir { path } => vec![path.parent_node()],
         Op::Rename { from, to, .. } => vec![from.parent_node(), to.parent_node()],
         Op::Write { path, .. } | Op::Truncate { path, .. } => vec![Node::Path(path.clone())],
-        Op::Fallocate { path, mode, .. } => match mode {
-            FallocateMode::KeepSize => vec![],
-            _ => vec![Node::Path(path.clone())],
-        },
+        // Linux updates mtime for every fallocate mode, keep-size included.
+        Op::Fallocate { path, .. } => vec![Node::Path(path.clone())],
         Op::CopyRange { dst, .. } => vec![Node::Path(dst.clone())],
         Op::SetAttr { .. } | Op::SetXattr { .. } | Op::RemoveXattr { .. } | Op::Marker(_) => vec![],
     };

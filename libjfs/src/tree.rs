@@ -40,7 +40,7 @@ pub enum TreeError {
     Refused(String),
     /// The system failed part-way; the operation may be partly applied and is
     /// completed by its redo form.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]

@@ -72,13 +72,13 @@ pub enum VolumeError {
     Layout { path: PathBuf, reason: String },
     #[error("volume {} is in use by another process", path.display())]
     InUse { path: PathBuf },
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("meta store {}: {source}", path.display())]
+    #[error("meta store {}", path.display())]
     Meta {
         path: PathBuf,
         #[source]
@@ -197,13 +197,7 @@ impl Volume {
     pub fn open_with(path: &Path, config: JournalConfig) -> Result<Volume> {
         let lock = lock_volume(path)?;
         let meta_path = path.join(META_DIR);
-        let meta = sled::Config::new()
-            .path(&meta_path)
-            .open()
-            .map_err(|source| VolumeError::Meta {
-                path: meta_path.clone(),
-                source,
-            })?;
+        let meta = open_meta(&meta_path)?;
         let (id, role) = read_identity(&meta, &meta_path)?;
         let (journal, recovery) = Journal::open(&path.join(JOURNAL_DIR), id, config)?;
         let checkpoint = meta_position(&meta, &meta_path, KEY_APPLIED)?.unwrap_or(Position::ZERO);
@@ -541,13 +535,7 @@ fn build_volume(dir: &Path, role: Role, id: VolumeId, secret: &[u8]) -> Result<(
     File::create(dir.join(LOCK_FILE)).map_err(io_err("create lock file"))?;
 
     let meta_path = dir.join(META_DIR);
-    let meta = sled::Config::new()
-        .path(&meta_path)
-        .open()
-        .map_err(|source| VolumeError::Meta {
-            path: meta_path.clone(),
-            source,
-        })?;
+    let meta = open_meta(&meta_path)?;
     let put = |k: &str, v: &[u8]| {
         meta.insert(k, v)
             .map(|_| ())
@@ -600,6 +588,31 @@ fn build_volume(dir: &Path, role: Role, id: VolumeId, secret: &[u8]) -> Result<(
         source,
     })?;
     Ok(())
+}
+
+/// Opens the sled store. sled releases its file lock asynchronously after the
+/// last handle is dropped, so a volume closed and reopened in one process can
+/// find it still held for a moment. The caller holds `VOL/lock`, so no other
+/// process can hold sled's lock: waiting briefly is safe.
+fn open_meta(meta_path: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(meta_path).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(source) => {
+                return Err(VolumeError::Meta {
+                    path: meta_path.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 fn read_identity(meta: &sled::Db, meta_path: &Path) -> Result<(VolumeId, Role)> {
