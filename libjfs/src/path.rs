@@ -163,10 +163,25 @@ impl Serialize for RelPath {
     }
 }
 
+thread_local! {
+    /// Why the last path failed to deserialize on this thread. Some formats
+    /// (postcard) drop the message of a custom error; the record decoder
+    /// takes it from here to say what was wrong.
+    static LAST_DECODE_ERROR: std::cell::Cell<Option<PathError>> = const { std::cell::Cell::new(None) };
+}
+
+/// Takes the reason the last path deserialization on this thread failed.
+pub(crate) fn take_decode_error() -> Option<PathError> {
+    LAST_DECODE_ERROR.with(|c| c.take())
+}
+
 impl<'de> Deserialize<'de> for RelPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RelPath, D::Error> {
         let bytes: serde_bytes::ByteBuf = Deserialize::deserialize(d)?;
-        RelPath::new(bytes.into_vec()).map_err(serde::de::Error::custom)
+        RelPath::new(bytes.into_vec()).map_err(|e| {
+            LAST_DECODE_ERROR.with(|c| c.set(Some(e.clone())));
+            serde::de::Error::custom(e)
+        })
     }
 }
 

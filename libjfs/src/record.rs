@@ -294,6 +294,8 @@ pub fn implied_mtimes(op: &Op, time: Timestamp) -> Vec<SetMtime> {
 pub enum RecordError {
     #[error("record does not decode: {0}")]
     Decode(#[from] postcard::Error),
+    #[error("record has an invalid path: {0}")]
+    Path(#[from] crate::path::PathError),
     #[error("record has {0} trailing bytes")]
     Trailing(usize),
     #[error("record is {0} bytes (the limit is {MAX_RECORD})")]
@@ -322,7 +324,13 @@ impl Record {
         if bytes.len() > MAX_RECORD {
             return Err(RecordError::TooLarge(bytes.len()));
         }
-        let (record, rest): (Record, _) = postcard::take_from_bytes(bytes)?;
+        crate::path::take_decode_error();
+        let (record, rest): (Record, _) = postcard::take_from_bytes(bytes).map_err(|e| {
+            match crate::path::take_decode_error() {
+                Some(path_error) => RecordError::Path(path_error),
+                None => RecordError::Decode(e),
+            }
+        })?;
         if !rest.is_empty() {
             return Err(RecordError::Trailing(rest.len()));
         }
