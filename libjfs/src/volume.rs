@@ -506,12 +506,23 @@ fn lock_volume(path: &Path) -> Result<File> {
                 }
             }
         })?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(VolumeError::InUse {
-            path: path.to_owned(),
-        }),
-        Err(e) => Err(io_err(format!("lock {}", lock_path.display()))(e.into())),
+    // A process that forks holds a copy of every open file until the child
+    // execs, this lock included; a lock that frees up within a moment was
+    // such a copy, not a process using the volume.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(VolumeError::InUse {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) => return Err(io_err(format!("lock {}", lock_path.display()))(e.into())),
+        }
     }
 }
 

@@ -1,0 +1,227 @@
+//! The command-line contract, with real processes: init, log, status,
+//! snapshot, materialize, replay, verify, and their errors.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{fails, ok};
+use libjfs::record::RenameMode;
+use libjfs::{NewNode, Node, Op, RelPath, Volume};
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+/// A master volume with a few records, written through the library.
+fn populated(vol: &Path) {
+    ok("jfs-master", &[&"init", &vol]);
+    let mut v = Volume::open(vol).unwrap();
+    let node = NewNode {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    v.commit(Op::Mkdir {
+        path: p("www"),
+        node: NewNode {
+            mode: 0o755,
+            ..node
+        },
+    })
+    .unwrap();
+    v.commit(Op::Create {
+        path: p("www/index.html"),
+        node,
+    })
+    .unwrap();
+    v.commit(Op::Write {
+        path: p("www/index.html"),
+        offset: 0,
+        data: b"<h1>v1</h1>\n".to_vec(),
+    })
+    .unwrap();
+    v.commit(Op::SetXattr {
+        node: Node::Path(p("www")),
+        name: b"user.owner".to_vec(),
+        value: b"web".to_vec(),
+    })
+    .unwrap();
+    v.close().unwrap();
+}
+
+#[test]
+fn init_log_status_snapshot_materialize_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol");
+    populated(&vol);
+
+    let out = ok("jfs-master", &[&"snapshot", &vol, &"create", &"v1"]);
+    assert!(out.contains("snapshot v1 at 6:"), "{out}");
+    let mut v = Volume::open(&vol).unwrap();
+    v.commit(Op::Create {
+        path: p("www/new.html"),
+        node: NewNode {
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+        },
+    })
+    .unwrap();
+    v.commit(Op::Rename {
+        from: p("www/new.html"),
+        to: p("www/index.html"),
+        mode: RenameMode::Replace,
+    })
+    .unwrap();
+    v.close().unwrap();
+    let list = ok("jfs-master", &[&"snapshot", &vol, &"list"]);
+    assert!(list.starts_with("v1\t6\t"), "{list}");
+
+    // log: one line per record; JSON lines parse and carry seq and chain.
+    let log = ok("jfs-master", &[&"log", &vol]);
+    assert_eq!(log.lines().count(), 8, "{log}");
+    assert!(log.contains("write www/index.html off=0 len=12"), "{log}");
+    let json = ok("jfs-master", &[&"log", &vol, &"--from", &"7", &"--json"]);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["seq"], 7);
+    assert_eq!(lines[1]["op"], "rename");
+    assert_eq!(
+        lines[1]["paths"],
+        serde_json::json!(["www/new.html", "www/index.html"])
+    );
+    assert_eq!(lines[1]["chain"].as_str().unwrap().len(), 64);
+
+    // status --json reports the position with its chain.
+    let status: serde_json::Value =
+        serde_json::from_str(&ok("jfs-master", &[&"status", &vol, &"--json"])).unwrap();
+    assert_eq!(status["position"]["seq"], 8);
+    assert_eq!(status["journal"]["head"]["seq"], 8);
+    assert_eq!(status["position"]["chain"], lines[1]["chain"]);
+
+    // materialize at the snapshot gives the tree as it was then.
+    let at_v1 = dir.path().join("at-v1");
+    ok(
+        "jfs-replica",
+        &[&"materialize", &vol, &"--at", &"v1", &at_v1],
+    );
+    assert_eq!(
+        fs::read(at_v1.join("www/index.html")).unwrap(),
+        b"<h1>v1</h1>\n"
+    );
+    let now = dir.path().join("now");
+    ok("jfs-replica", &[&"materialize", &vol, &"--at", &"8", &now]);
+    assert_eq!(fs::read(now.join("www/index.html")).unwrap(), b"");
+
+    // verify passes, then catches an edit made behind the journal's back.
+    let out = ok("jfs-replica", &[&"verify", &vol]);
+    assert!(out.contains("tree matches the journal at 8:"), "{out}");
+    fs::write(vol.join("tree/www/index.html"), b"defaced").unwrap();
+    let out = common::run("jfs-replica", &[&"verify", &vol]);
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("www/index.html"), "{stdout}");
+}
+
+#[test]
+fn replay_applies_what_the_journal_holds_and_stops_at_until() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol");
+    populated(&vol);
+    // A replica-role volume with the master's journal and an empty tree.
+    let id = Volume::open(&vol).unwrap().id();
+    let rep = dir.path().join("rep");
+    drop(Volume::init_with(&rep, libjfs::Role::Replica, id, b"k").unwrap());
+    for e in fs::read_dir(rep.join("journal")).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    for e in fs::read_dir(vol.join("journal")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), rep.join("journal").join(e.file_name())).unwrap();
+    }
+    let out = ok("jfs-replica", &[&"replay", &rep, &"--until", &"3"]);
+    assert!(out.contains("at 3:"), "{out}");
+    assert!(rep.join("tree/www/index.html").exists());
+    assert_eq!(fs::read(rep.join("tree/www/index.html")).unwrap(), b"");
+    ok("jfs-replica", &[&"replay", &rep]);
+    assert_eq!(
+        fs::read(rep.join("tree/www/index.html")).unwrap(),
+        b"<h1>v1</h1>\n"
+    );
+    ok("jfs-replica", &[&"verify", &rep]);
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol");
+    populated(&vol);
+
+    let err = fails("jfs-master", &[&"init", &vol], 1);
+    assert!(err.contains("exists and is not empty"), "{err}");
+    let err = fails("jfs-master", &[&"log", &dir.path().join("nothing")], 1);
+    assert!(err.contains("No such file or directory"), "{err}");
+    let err = fails(
+        "jfs-replica",
+        &[
+            &"materialize",
+            &vol,
+            &"--at",
+            &"nosuch",
+            &dir.path().join("x"),
+        ],
+        1,
+    );
+    assert!(err.contains("no snapshot named \"nosuch\""), "{err}");
+    let err = fails(
+        "jfs-replica",
+        &[&"materialize", &vol, &"--at", &"99", &dir.path().join("x")],
+        1,
+    );
+    assert!(err.contains("past the end of the journal"), "{err}");
+    assert!(
+        !dir.path().join("x").exists(),
+        "a failed materialize left a directory"
+    );
+    let err = fails("jfs-master", &[&"snapshot", &vol, &"create", &"42"], 1);
+    assert!(err.contains("not all digits"), "{err}");
+    let err = fails("jfs-master", &[&"snapshot", &vol, &"create", &"../x"], 1);
+    assert!(err.contains("snapshot name"), "{err}");
+    fails("jfs-master", &[&"log", &vol, &"--from", &"abc"], 2);
+
+    // A flipped byte in the middle of the journal is named, with its offset,
+    // by every reader, and the file is left as it was. (close() sealed the
+    // records into a .seg file.)
+    let sealed = fs::read_dir(vol.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a sealed segment");
+    let mut bytes = fs::read(&sealed).unwrap();
+    let mid =
+        libjfs::format::SEALED_HEADER_LEN + (bytes.len() - libjfs::format::SEALED_HEADER_LEN) / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&sealed, &bytes).unwrap();
+    let err = fails("jfs-master", &[&"log", &vol], 1);
+    let name = sealed.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        err.contains(&name) && err.contains("checksum mismatch at offset 168"),
+        "{err}"
+    );
+    let err = fails(
+        "jfs-replica",
+        &[&"materialize", &vol, &"--at", &"5", &dir.path().join("y")],
+        1,
+    );
+    assert!(err.contains(&name), "{err}");
+    assert_eq!(
+        fs::read(&sealed).unwrap(),
+        bytes,
+        "a reader changed the damaged segment"
+    );
+}
