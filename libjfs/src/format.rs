@@ -4,7 +4,8 @@
 //! docs/FORMAT.md; a change to one is a change of [`FORMAT_VERSION`].
 //!
 //! ```text
-//! frame   = len:u32le | crc:u32le | payload[len]      crc = crc32c(len bytes || payload)
+//! frame   = len:u32le | pcrc:u32le | hcrc:u32le | payload[len]
+//!           pcrc = crc32c(payload), hcrc = crc32c(len bytes || pcrc bytes)
 //! active  = ActiveHeader (80 bytes)  | frame*
 //! sealed  = SealedHeader (168 bytes) | body           body = zstd(frame*) or frame*
 //! ```
@@ -12,7 +13,7 @@
 use std::fmt;
 
 use crate::position::{Chain, Position};
-use crate::record::MAX_RECORD;
+use crate::record::{MAX_RECORD, MAX_SEQ};
 
 /// The on-disk format version this code writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
@@ -22,9 +23,9 @@ pub const ACTIVE_MAGIC: [u8; 8] = *b"JFSACTV\0";
 pub const SEALED_MAGIC: [u8; 8] = *b"JFSSEAL\0";
 pub const ACTIVE_HEADER_LEN: usize = 80;
 pub const SEALED_HEADER_LEN: usize = 168;
-pub const FRAME_HEADER_LEN: usize = 8;
+pub const FRAME_HEADER_LEN: usize = 12;
 /// Largest uncompressed body a sealed segment may declare (decompression bound).
-pub const MAX_SEGMENT_RAW: u64 = 4 << 30;
+pub const MAX_SEGMENT_RAW: u64 = 1 << 30;
 
 /// Body compression of a sealed segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,8 +118,8 @@ impl ActiveHeader {
             first_seq: u64_at(b, 32),
             prev_chain: b[40..72].try_into().unwrap(),
         };
-        if h.first_seq == 0 {
-            return Err(HeaderError::Field("first seq is 0"));
+        if h.first_seq == 0 || h.first_seq > MAX_SEQ {
+            return Err(HeaderError::Field("first seq is 0 or too large"));
         }
         Ok(h)
     }
@@ -201,8 +202,10 @@ impl SealedHeader {
             body_len: u64_at(b, 120),
             body_sha256: b[128..160].try_into().unwrap(),
         };
-        if h.first_seq == 0 || h.last_seq < h.first_seq {
-            return Err(HeaderError::Field("sequence range is empty or starts at 0"));
+        if h.first_seq == 0 || h.last_seq < h.first_seq || h.last_seq > MAX_SEQ {
+            return Err(HeaderError::Field(
+                "sequence range is empty, starts at 0 or ends too high",
+            ));
         }
         if h.raw_len > MAX_SEGMENT_RAW {
             return Err(HeaderError::Field("raw length too large"));
@@ -241,16 +244,15 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&len), payload)
-}
-
 /// Appends one frame holding `payload` to `out`.
 pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
     assert!(payload.len() <= MAX_RECORD, "record larger than MAX_RECORD");
-    let len = (payload.len() as u32).to_le_bytes();
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&frame_crc(len, payload).to_le_bytes());
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[4..8].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let hcrc = crc32c::crc32c(&header[0..8]);
+    header[8..12].copy_from_slice(&hcrc.to_le_bytes());
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
 }
 
@@ -272,20 +274,27 @@ pub enum FrameStep {
 
 /// Reads the frame at `at`. The rules that tell a torn tail from damage are
 /// those of docs/FORMAT.md: an append leaves a prefix of its bytes, possibly
-/// followed by zeros, so only the last frame in the buffer can be torn.
+/// followed by zeros, so only the last frame in the buffer can be torn. The
+/// header has its own checksum, so a length is trusted only once verified.
 pub fn next_frame(buf: &[u8], at: usize) -> FrameStep {
     let rest = &buf[at..];
+    let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
     if rest.is_empty() {
         return FrameStep::End;
     }
-    if rest.iter().all(|&b| b == 0) {
+    if zeros(rest) {
         return FrameStep::Torn("zero-filled tail");
     }
     if rest.len() < FRAME_HEADER_LEN {
         return FrameStep::Torn("partial frame header");
     }
-    let len_bytes: [u8; 4] = rest[0..4].try_into().unwrap();
-    let len = u32::from_le_bytes(len_bytes) as usize;
+    if crc32c::crc32c(&rest[0..8]) != u32_at(rest, 8) {
+        if zeros(&rest[FRAME_HEADER_LEN..]) {
+            return FrameStep::Torn("frame header cut short");
+        }
+        return FrameStep::Corrupt("frame header checksum mismatch".into());
+    }
+    let len = u32_at(rest, 0) as usize;
     if len == 0 || len > MAX_RECORD {
         return FrameStep::Corrupt(format!("frame length {len} out of range"));
     }
@@ -293,9 +302,8 @@ pub fn next_frame(buf: &[u8], at: usize) -> FrameStep {
     if end > rest.len() {
         return FrameStep::Torn("frame runs past the end");
     }
-    let payload = &rest[FRAME_HEADER_LEN..end];
-    if frame_crc(len_bytes, payload) != u32_at(rest, 4) {
-        if rest[end..].iter().all(|&b| b == 0) {
+    if crc32c::crc32c(&rest[FRAME_HEADER_LEN..end]) != u32_at(rest, 4) {
+        if zeros(&rest[end..]) {
             return FrameStep::Torn("last frame fails its checksum");
         }
         return FrameStep::Corrupt("frame checksum mismatch".into());
@@ -409,5 +417,21 @@ mod tests {
         let mut huge = buf.clone();
         huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(next_frame(&huge, 0), FrameStep::Corrupt(_)));
+        let hcrc = crc32c::crc32c(&huge[0..8]);
+        huge[8..12].copy_from_slice(&hcrc.to_le_bytes());
+        assert_eq!(
+            next_frame(&huge, 0),
+            FrameStep::Corrupt(format!("frame length {} out of range", u32::MAX))
+        );
+        // A flipped length bit in a frame that is not the last is damage, even
+        // when the new length runs past the end.
+        for bit in 0..32 {
+            let mut b = buf.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                matches!(next_frame(&b, 0), FrameStep::Corrupt(_)),
+                "length bit {bit}"
+            );
+        }
     }
 }

@@ -884,12 +884,18 @@ fn sealed_walker(path: &Path, header: SealedHeader, body: &[u8]) -> Result<Frame
     let raw = match header.compression {
         Compression::None => body.to_vec(),
         Compression::Zstd => {
-            zstd::bulk::decompress(body, header.raw_len as usize).map_err(|e| {
-                corrupt(
-                    SEALED_HEADER_LEN as u64,
-                    format!("body does not decompress: {e}"),
-                )
-            })?
+            // Streamed, with a cap one past the declared length: memory grows
+            // with what the body really holds, not with what a header claims.
+            let mut raw = Vec::new();
+            zstd::stream::read::Decoder::new(body)
+                .and_then(|d| d.take(header.raw_len + 1).read_to_end(&mut raw))
+                .map_err(|e| {
+                    corrupt(
+                        SEALED_HEADER_LEN as u64,
+                        format!("body does not decompress: {e}"),
+                    )
+                })?;
+            raw
         }
     };
     if raw.len() as u64 != header.raw_len {

@@ -28,6 +28,8 @@ pub const MAX_SNAPSHOT_NAME: usize = 255;
 pub const MODE_MASK: u32 = 0o7777;
 /// Largest file offset or length (`i64::MAX`, as `off_t`).
 pub const MAX_OFFSET: u64 = i64::MAX as u64;
+/// Largest sequence number (so that `seq + 1` never overflows).
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 /// Most mtime fix-ups one record carries.
 pub const MAX_MTIMES: usize = 8;
 
@@ -340,8 +342,11 @@ impl Record {
 
     /// Checks every field against its range. Paths are valid by construction.
     pub fn validate(&self) -> Result<(), RecordError> {
-        if self.seq == 0 {
-            return Err(field("seq 0 (sequence numbers start at 1)"));
+        if self.seq == 0 || self.seq > MAX_SEQ {
+            return Err(field(format!(
+                "seq {} (sequence numbers run from 1 to 2^63-1)",
+                self.seq
+            )));
         }
         check_time(&self.time)?;
         if self.mtimes.len() > MAX_MTIMES {
