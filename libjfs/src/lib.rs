@@ -21,6 +21,7 @@ pub mod compare;
 pub mod format;
 pub mod inspect;
 pub mod journal;
+pub mod master;
 pub mod materialize;
 pub mod path;
 pub mod position;

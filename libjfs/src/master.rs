@@ -1,0 +1,980 @@
+//! The master's filesystem, without FUSE: inode-addressed operations over
+//! `VOL/tree` that journal every mutation before it reaches the tree.
+//!
+//! [`MasterFs`] is what a FUSE adapter calls. Each method takes inode numbers
+//! and names as the kernel gives them and returns attributes or an errno.
+//! Reads go straight to the backing tree; every mutation becomes a record
+//! through [`Volume::commit_with`], which journals it and then applies it
+//! with the same applier replicas use (invariant 1).
+//!
+//! Records address nodes by path, so this module keeps, for every inode the
+//! kernel knows, the names it was looked up under: a directory has exactly
+//! one, a file one per known hard link. An inode is numbered as in the
+//! backing filesystem (hard links share a number, as the kernel requires),
+//! except the root, which is inode 1.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use rustix::io::Errno;
+
+use crate::path::{Node, RelPath};
+use crate::record::{
+    implied_mtimes, FallocateMode, NewNode, Op, RenameMode, SpecialKind, Timestamp,
+};
+use crate::tree::TreeError;
+use crate::volume::{Volume, VolumeError};
+use crate::ApplyError;
+
+/// The root's inode number, as FUSE wants it.
+pub const ROOT_INO: u64 = 1;
+
+pub type Result<T> = std::result::Result<T, Errno>;
+
+/// What `stat` says about a node, with the FUSE inode number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    /// Permission bits (`mode & 0o7777`).
+    pub perm: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub blksize: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+/// One directory entry, as `readdir` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Inode {
+    /// Known names: (parent inode, name). A directory has one.
+    names: Vec<(u64, Vec<u8>)>,
+    /// Lookups the kernel holds (see FUSE `forget`).
+    lookups: u64,
+}
+
+struct Handle {
+    ino: u64,
+    file: File,
+}
+
+/// The master's filesystem over an open volume.
+pub struct MasterFs {
+    vol: Mutex<Volume>,
+    tree: PathBuf,
+    root_backing_ino: u64,
+    inodes: RwLock<HashMap<u64, Inode>>,
+    handles: RwLock<HashMap<u64, Handle>>,
+    dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
+    next_fh: AtomicU64,
+}
+
+fn errno_of(e: &io::Error) -> Errno {
+    Errno::from_io_error(e).unwrap_or(Errno::IO)
+}
+
+/// The errno a failed commit means to the caller.
+fn commit_errno(e: &VolumeError) -> Errno {
+    match e {
+        VolumeError::Apply(ApplyError::Tree {
+            source: TreeError::Refused(msg),
+            ..
+        }) => refusal_errno(msg),
+        VolumeError::Apply(ApplyError::Tree {
+            source: TreeError::Io { source, .. },
+            ..
+        }) => errno_of(source),
+        VolumeError::Journal(crate::JournalError::Io { source, .. }) => errno_of(source),
+        _ => Errno::IO,
+    }
+}
+
+/// Maps the applier's refusal reasons back to the errno a local filesystem gives.
+fn refusal_errno(msg: &str) -> Errno {
+    const TABLE: &[(&str, Errno)] = &[
+        ("already exists", Errno::EXIST),
+        ("does not exist", Errno::NOENT),
+        ("not empty", Errno::NOTEMPTY),
+        ("is a directory", Errno::ISDIR),
+        ("not a directory", Errno::NOTDIR),
+        ("not a regular file", Errno::INVAL),
+        ("not permitted", Errno::PERM),
+        ("symlink", Errno::LOOP),
+        ("no such xattr", Errno::NODATA),
+        ("shorter than", Errno::INVAL),
+    ];
+    TABLE
+        .iter()
+        .find(|(k, _)| msg.contains(k))
+        .map_or(Errno::IO, |(_, e)| *e)
+}
+
+fn kind_of(ft: std::fs::FileType) -> Kind {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_socket() {
+        Kind::Socket
+    } else if ft.is_char_device() {
+        Kind::CharDevice
+    } else if ft.is_block_device() {
+        Kind::BlockDevice
+    } else {
+        Kind::File
+    }
+}
+
+fn name_ok(name: &[u8]) -> Result<()> {
+    if name.len() > crate::path::MAX_NAME {
+        return Err(Errno::NAMETOOLONG);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(Errno::INVAL);
+    }
+    Ok(())
+}
+
+/// Who asks: the caller's ids, for ownership of what it creates.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl MasterFs {
+    /// Serves `vol`, which must have its tree at the journal's head.
+    pub fn new(vol: Volume) -> io::Result<MasterFs> {
+        let tree = vol.tree_path();
+        let root_backing_ino = std::fs::symlink_metadata(&tree)?.ino();
+        let mut inodes = HashMap::new();
+        inodes.insert(
+            ROOT_INO,
+            Inode {
+                names: Vec::new(),
+                lookups: 1,
+            },
+        );
+        Ok(MasterFs {
+            vol: Mutex::new(vol),
+            tree,
+            root_backing_ino,
+            inodes: RwLock::new(inodes),
+            handles: RwLock::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        })
+    }
+
+    /// Gives the volume back (to sync and close it).
+    pub fn into_volume(self) -> Volume {
+        self.vol.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the volume (status, sync).
+    pub fn with_volume<T>(&self, f: impl FnOnce(&mut Volume) -> T) -> T {
+        let mut v = self.vol.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut v)
+    }
+
+    fn fuse_ino(&self, backing: u64) -> u64 {
+        if backing == self.root_backing_ino {
+            ROOT_INO
+        } else {
+            backing
+        }
+    }
+
+    /// A current path of `ino`: `None` for the root, `Err(ENOENT)` when it has
+    /// no known name (removed, or never looked up).
+    fn path_of(&self, ino: u64) -> Result<Option<RelPath>> {
+        let inodes = self.inodes.read().unwrap_or_else(|p| p.into_inner());
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT_INO {
+            let node = inodes.get(&cur).ok_or(Errno::NOENT)?;
+            let (parent, name) = node.names.first().ok_or(Errno::NOENT)?;
+            parts.push(name);
+            cur = *parent;
+            if parts.len() > 2048 {
+                return Err(Errno::LOOP);
+            }
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        parts.reverse();
+        RelPath::new(parts.join(&b'/'))
+            .map(Some)
+            .map_err(|_| Errno::NAMETOOLONG)
+    }
+
+    fn node_of(&self, ino: u64) -> Result<Node> {
+        Ok(match self.path_of(ino)? {
+            None => Node::Root,
+            Some(p) => Node::Path(p),
+        })
+    }
+
+    fn child_path(&self, parent: u64, name: &[u8]) -> Result<RelPath> {
+        name_ok(name)?;
+        match self.path_of(parent)? {
+            None => RelPath::new(name),
+            Some(p) => p.join(name),
+        }
+        .map_err(|_| Errno::NAMETOOLONG)
+    }
+
+    fn backing(&self, path: Option<&RelPath>) -> PathBuf {
+        match path {
+            None => self.tree.clone(),
+            Some(p) => self.tree.join(p.as_path()),
+        }
+    }
+
+    fn stat_path(&self, path: Option<&RelPath>) -> Result<Attr> {
+        let md = std::fs::symlink_metadata(self.backing(path)).map_err(|e| errno_of(&e))?;
+        Ok(self.attr_of(&md))
+    }
+
+    fn attr_of(&self, md: &std::fs::Metadata) -> Attr {
+        Attr {
+            ino: self.fuse_ino(md.ino()),
+            kind: kind_of(md.file_type()),
+            perm: md.mode() & 0o7777,
+            nlink: md.nlink() as u32,
+            uid: md.uid(),
+            gid: md.gid(),
+            rdev: md.rdev(),
+            size: md.size(),
+            blocks: md.blocks(),
+            blksize: md.blksize() as u32,
+            atime: Timestamp::new(md.atime(), md.atime_nsec() as u32),
+            mtime: Timestamp::new(md.mtime(), md.mtime_nsec() as u32),
+            ctime: Timestamp::new(md.ctime(), md.ctime_nsec() as u32),
+        }
+    }
+
+    /// Records that `ino` is known as `name` in `parent`, and counts a lookup.
+    fn remember(&self, ino: u64, parent: u64, name: &[u8]) {
+        let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
+        let node = inodes.entry(ino).or_default();
+        if !node.names.iter().any(|(p, n)| *p == parent && n == name) {
+            node.names.push((parent, name.to_vec()));
+        }
+        node.lookups += 1;
+    }
+
+    fn forget_name(&self, parent: u64, name: &[u8]) {
+        let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
+        for node in inodes.values_mut() {
+            node.names.retain(|(p, n)| !(*p == parent && n == name));
+        }
+    }
+
+    fn commit(&self, op: Op) -> Result<()> {
+        let time = Timestamp::now();
+        let mtimes = implied_mtimes(&op, time);
+        let mut vol = self.vol.lock().unwrap_or_else(|p| p.into_inner());
+        vol.commit_with(time, op, mtimes).map(|_| ()).map_err(|e| {
+            let errno = commit_errno(&e);
+            if errno == Errno::IO {
+                eprintln!("jfs: {e:#}");
+            }
+            errno
+        })
+    }
+
+    // ---- lookups and reads ------------------------------------------------
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        let path = self.child_path(parent, name)?;
+        let attr = self.stat_path(Some(&path))?;
+        self.remember(attr.ino, parent, name);
+        Ok(attr)
+    }
+
+    /// The kernel dropped `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(node) = inodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+            let is_parent = |i: &u64| *i == ino;
+            if node.lookups == 0 {
+                // Keep directories that others name as their parent.
+                let referenced = inodes
+                    .values()
+                    .any(|o| o.names.iter().any(|(p, _)| is_parent(p)));
+                if !referenced {
+                    inodes.remove(&ino);
+                }
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        if let Some(h) = self.handle_file_for(ino) {
+            let md = h.metadata().map_err(|e| errno_of(&e))?;
+            return Ok(self.attr_of(&md));
+        }
+        let path = self.path_of(ino)?;
+        self.stat_path(path.as_ref())
+    }
+
+    fn handle_file_for(&self, ino: u64) -> Option<File> {
+        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        handles
+            .values()
+            .find(|h| h.ino == ino)
+            .and_then(|h| h.file.try_clone().ok())
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let path = self.path_of(ino)?;
+        let target = std::fs::read_link(self.backing(path.as_ref())).map_err(|e| errno_of(&e))?;
+        Ok(target.as_os_str().as_bytes().to_vec())
+    }
+
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        let path = self.path_of(ino)?;
+        let acc = flags & libc_o::ACCMODE;
+        let mut opts = std::fs::OpenOptions::new();
+        // The handle serves reads (and writes to a file no longer in the tree);
+        // writes to the tree go through the journal.
+        opts.read(true).write(acc != libc_o::RDONLY);
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc_o::NOFOLLOW);
+        let file = opts
+            .open(self.backing(path.as_ref()))
+            .map_err(|e| errno_of(&e))?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Handle { ino, file });
+        Ok(fh)
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        let h = handles.get(&fh).ok_or(Errno::BADF)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match h.file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(errno_of(&e)),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh);
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let path = self.path_of(ino)?;
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(self.backing(path.as_ref())).map_err(|e| errno_of(&e))? {
+            let e = e.map_err(|e| errno_of(&e))?;
+            let ft = e.file_type().map_err(|e| errno_of(&e))?;
+            entries.push(DirEntry {
+                ino: self.fuse_ino(e.ino()),
+                kind: kind_of(ft),
+                name: e.file_name().as_bytes().to_vec(),
+            });
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, entries);
+        Ok(fh)
+    }
+
+    /// Entries from `offset` on (offset `i` is the entry after the `i`-th), at most `max`.
+    pub fn readdir(&self, fh: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
+        let dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = dirs.get(&fh).ok_or(Errno::BADF)?;
+        Ok(entries
+            .iter()
+            .skip(offset as usize)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh);
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        let path = self.path_of(ino)?;
+        let p = self.backing(path.as_ref());
+        let mut buf = vec![0u8; 64 << 10];
+        let n = rustix::fs::lgetxattr(&p, name, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let path = self.path_of(ino)?;
+        let p = self.backing(path.as_ref());
+        let mut buf = vec![0u8; 64 << 10];
+        let n = rustix::fs::llistxattr(&p, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn statfs(&self) -> Result<rustix::fs::StatVfs> {
+        rustix::fs::statvfs(&self.tree)
+    }
+
+    // ---- mutations: each one a journal record ------------------------------
+
+    fn new_node(
+        &self,
+        parent: u64,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+        is_dir: bool,
+    ) -> Result<NewNode> {
+        let mut perm = mode & !umask & 0o7777;
+        let mut gid = caller.gid;
+        // A setgid directory gives its group to new nodes, and its bit to new directories.
+        let parent_attr = self.getattr(parent)?;
+        if parent_attr.perm & 0o2000 != 0 {
+            gid = parent_attr.gid;
+            if is_dir {
+                perm |= 0o2000;
+            }
+        }
+        Ok(NewNode {
+            mode: perm,
+            uid: caller.uid,
+            gid,
+        })
+    }
+
+    fn created(&self, parent: u64, name: &[u8], path: &RelPath) -> Result<Attr> {
+        let attr = self.stat_path(Some(path))?;
+        self.remember(attr.ino, parent, name);
+        Ok(attr)
+    }
+
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<Attr> {
+        let path = self.child_path(parent, name)?;
+        let node = self.new_node(parent, mode, umask, caller, true)?;
+        self.commit(Op::Mkdir {
+            path: path.clone(),
+            node,
+        })?;
+        self.created(parent, name, &path)
+    }
+
+    /// Creates and opens a regular file; returns its attributes and handle.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Attr, u64)> {
+        let path = self.child_path(parent, name)?;
+        let node = self.new_node(parent, mode, umask, caller, false)?;
+        self.commit(Op::Create {
+            path: path.clone(),
+            node,
+        })?;
+        let attr = self.created(parent, name, &path)?;
+        let fh = self.open(
+            attr.ino,
+            flags & !(libc_o::CREAT | libc_o::EXCL | libc_o::TRUNC),
+        )?;
+        Ok((attr, fh))
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        rdev: u64,
+        caller: Caller,
+    ) -> Result<Attr> {
+        let path = self.child_path(parent, name)?;
+        let kind = match mode & libc_o::S_IFMT {
+            libc_o::S_IFIFO => SpecialKind::Fifo,
+            libc_o::S_IFSOCK => SpecialKind::Socket,
+            libc_o::S_IFCHR => SpecialKind::CharDevice { rdev },
+            libc_o::S_IFBLK => SpecialKind::BlockDevice { rdev },
+            libc_o::S_IFREG | 0 => {
+                let node = self.new_node(parent, mode, umask, caller, false)?;
+                self.commit(Op::Create {
+                    path: path.clone(),
+                    node,
+                })?;
+                return self.created(parent, name, &path);
+            }
+            _ => return Err(Errno::INVAL),
+        };
+        let node = self.new_node(parent, mode, umask, caller, false)?;
+        self.commit(Op::Mknod {
+            path: path.clone(),
+            kind,
+            node,
+        })?;
+        self.created(parent, name, &path)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], caller: Caller) -> Result<Attr> {
+        let path = self.child_path(parent, name)?;
+        let gid = self.new_node(parent, 0, 0, caller, false)?.gid;
+        self.commit(Op::Symlink {
+            path: path.clone(),
+            target: target.to_vec(),
+            uid: caller.uid,
+            gid,
+        })?;
+        self.created(parent, name, &path)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+        let from = self.path_of(ino)?.ok_or(Errno::PERM)?;
+        let to = self.child_path(newparent, newname)?;
+        self.commit(Op::Link {
+            from,
+            to: to.clone(),
+        })?;
+        self.created(newparent, newname, &to)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        let path = self.child_path(parent, name)?;
+        self.commit(Op::Unlink { path })?;
+        self.forget_name(parent, name);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        let path = self.child_path(parent, name)?;
+        self.commit(Op::Rmdir { path })?;
+        self.forget_name(parent, name);
+        Ok(())
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        mode: RenameMode,
+    ) -> Result<()> {
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(newparent, newname)?;
+        let src = self.stat_path(Some(&from))?.ino;
+        let dst = self.stat_path(Some(&to)).ok().map(|a| a.ino);
+        if dst == Some(src) && mode != RenameMode::Exchange {
+            // Two names of one inode: POSIX says rename does nothing.
+            return Ok(());
+        }
+        self.commit(Op::Rename { from, to, mode })?;
+        let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
+        let rename_name =
+            |names: &mut Vec<(u64, Vec<u8>)>, old: (u64, &[u8]), new: (u64, &[u8])| {
+                for n in names.iter_mut() {
+                    if n.0 == old.0 && n.1 == old.1 {
+                        *n = (new.0, new.1.to_vec());
+                    }
+                }
+            };
+        match mode {
+            RenameMode::Exchange => {
+                if let Some(dst) = dst {
+                    if let Some(node) = inodes.get_mut(&dst) {
+                        node.names
+                            .retain(|(p, n)| !(*p == newparent && n == newname));
+                        node.names.push((parent, name.to_vec()));
+                    }
+                }
+                if let Some(node) = inodes.get_mut(&src) {
+                    node.names.retain(|(p, n)| !(*p == parent && n == name));
+                    node.names.push((newparent, newname.to_vec()));
+                }
+            }
+            _ => {
+                if let Some(dst) = dst {
+                    if let Some(node) = inodes.get_mut(&dst) {
+                        node.names
+                            .retain(|(p, n)| !(*p == newparent && n == newname));
+                    }
+                }
+                match inodes.get_mut(&src) {
+                    Some(node) => {
+                        rename_name(&mut node.names, (parent, name), (newparent, newname))
+                    }
+                    None => {
+                        inodes.insert(
+                            src,
+                            Inode {
+                                names: vec![(newparent, newname.to_vec())],
+                                lookups: 0,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes attributes; a size change is a truncate.
+    #[allow(clippy::too_many_arguments)]
+    pub fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<Attr> {
+        let node = self.node_of(ino);
+        if let Some(size) = size {
+            match &node {
+                Ok(Node::Path(path)) => self.commit(Op::Truncate {
+                    path: path.clone(),
+                    size,
+                })?,
+                Ok(Node::Root) => return Err(Errno::ISDIR),
+                // Open but no longer in the tree: nothing to journal.
+                Err(_) => self
+                    .handle_file_for(ino)
+                    .ok_or(Errno::NOENT)?
+                    .set_len(size)
+                    .map_err(|e| errno_of(&e))?,
+            }
+        }
+        if mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some() {
+            match &node {
+                Ok(node) => {
+                    let op = Op::SetAttr {
+                        node: node.clone(),
+                        mode: mode.map(|m| m & 0o7777),
+                        uid,
+                        gid,
+                        atime,
+                        mtime,
+                    };
+                    self.commit(op)?;
+                }
+                Err(_) => return Err(Errno::NOENT),
+            }
+        }
+        self.getattr(ino)
+    }
+
+    /// Writes through the journal; returns the bytes written.
+    pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        match self.path_of(ino) {
+            Ok(Some(path)) => {
+                for (i, chunk) in data.chunks(crate::record::MAX_WRITE).enumerate() {
+                    let off = offset + (i * crate::record::MAX_WRITE) as u64;
+                    self.commit(Op::Write {
+                        path: path.clone(),
+                        offset: off,
+                        data: chunk.to_vec(),
+                    })?;
+                }
+                Ok(data.len() as u32)
+            }
+            Ok(None) => Err(Errno::ISDIR),
+            Err(_) => {
+                // The file was unlinked while open: it is no longer part of the
+                // tree, so the write goes to the handle and is not journaled.
+                let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+                let h = handles.get(&fh).ok_or(Errno::BADF)?;
+                h.file
+                    .write_all_at(data, offset)
+                    .map_err(|e| errno_of(&e))?;
+                Ok(data.len() as u32)
+            }
+        }
+    }
+
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        let path = self.path_of(ino)?.ok_or(Errno::ISDIR)?;
+        let keep = mode & libc_o::FALLOC_FL_KEEP_SIZE != 0;
+        let mode = if mode & libc_o::FALLOC_FL_PUNCH_HOLE != 0 {
+            FallocateMode::PunchHole
+        } else if mode & libc_o::FALLOC_FL_ZERO_RANGE != 0 {
+            FallocateMode::ZeroRange
+        } else if keep {
+            FallocateMode::KeepSize
+        } else if mode == 0 {
+            FallocateMode::Allocate
+        } else {
+            return Err(Errno::OPNOTSUPP);
+        };
+        self.commit(Op::Fallocate {
+            path,
+            mode,
+            offset,
+            len,
+        })
+    }
+
+    pub fn copy_range(
+        &self,
+        ino_in: u64,
+        off_in: u64,
+        ino_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let src = self.path_of(ino_in)?.ok_or(Errno::ISDIR)?;
+        let dst = self.path_of(ino_out)?.ok_or(Errno::ISDIR)?;
+        // Copy what exists: a range past the source's end is cut short, as by the kernel.
+        let size = self.stat_path(Some(&src))?.size;
+        let len = len.min(size.saturating_sub(off_in));
+        if len == 0 {
+            return Ok(0);
+        }
+        self.commit(Op::CopyRange {
+            src,
+            src_offset: off_in,
+            dst,
+            dst_offset: off_out,
+            len,
+        })?;
+        Ok(len)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        let node = self.node_of(ino)?;
+        if flags != 0 {
+            let exists = self.getxattr(ino, name).is_ok();
+            if flags & libc_o::XATTR_CREATE != 0 && exists {
+                return Err(Errno::EXIST);
+            }
+            if flags & libc_o::XATTR_REPLACE != 0 && !exists {
+                return Err(Errno::NODATA);
+            }
+        }
+        self.commit(Op::SetXattr {
+            node,
+            name: name.to_vec(),
+            value: value.to_vec(),
+        })
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        let node = self.node_of(ino)?;
+        self.commit(Op::RemoveXattr {
+            node,
+            name: name.to_vec(),
+        })
+    }
+
+    /// Makes the journal durable (what `fsync` on the mount waits for).
+    pub fn fsync(&self) -> Result<()> {
+        self.with_volume(|v| v.journal().sync()).map_err(|e| {
+            eprintln!("jfs: fsync: {e:#}");
+            Errno::IO
+        })
+    }
+}
+
+/// The few libc constants this module needs, without a libc dependency.
+mod libc_o {
+    pub const ACCMODE: i32 = 0o3;
+    pub const RDONLY: i32 = 0;
+    pub const CREAT: i32 = 0o100;
+    pub const EXCL: i32 = 0o200;
+    pub const TRUNC: i32 = 0o1000;
+    pub const NOFOLLOW: i32 = 0o400000;
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFSOCK: u32 = 0o140000;
+    pub const S_IFREG: u32 = 0o100000;
+    pub const S_IFBLK: u32 = 0o060000;
+    pub const S_IFCHR: u32 = 0o020000;
+    pub const S_IFIFO: u32 = 0o010000;
+    pub const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
+    pub const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
+    pub const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
+    pub const XATTR_CREATE: i32 = 1;
+    pub const XATTR_REPLACE: i32 = 2;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::{compare_trees, CompareOptions};
+    use crate::volume::Role;
+    use std::path::Path;
+
+    const ME: Caller = Caller { uid: 0, gid: 0 };
+
+    fn fs() -> (tempfile::TempDir, MasterFs, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let vol_path = dir.path().join("vol");
+        let vol = Volume::init(&vol_path, Role::Master).unwrap();
+        (dir, MasterFs::new(vol).unwrap(), vol_path)
+    }
+
+    fn check_replays(dir: &Path, fs: MasterFs, vol_path: &Path) {
+        let mut vol = fs.into_volume();
+        let head = vol.sync().unwrap();
+        let dest = dir.join("replayed");
+        crate::materialize::materialize(vol_path, head.seq, &dest, |_| {}).unwrap();
+        let diffs = compare_trees(&vol.tree_path(), &dest, &CompareOptions::default()).unwrap();
+        assert!(diffs.is_empty(), "{diffs:#?}");
+    }
+
+    #[test]
+    fn namespace_operations_keep_paths_and_replay() {
+        let (dir, fs, vol_path) = fs();
+        let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0o022, ME).unwrap();
+        let (f, fh) = fs.create(d.ino, b"f", 0o666, 0o022, 2, ME).unwrap();
+        assert_eq!(f.perm, 0o644);
+        assert_eq!(fs.write(f.ino, fh, 0, b"hello").unwrap(), 5);
+        assert_eq!(fs.read(fh, 0, 100).unwrap(), b"hello");
+        // Rename the directory: the open file's path follows.
+        fs.rename(ROOT_INO, b"d", ROOT_INO, b"e", RenameMode::Replace)
+            .unwrap();
+        fs.write(f.ino, fh, 5, b" world").unwrap();
+        assert_eq!(
+            std::fs::read(vol_path.join("tree/e/f")).unwrap(),
+            b"hello world"
+        );
+        // A hard link keeps the inode reachable after the first name goes.
+        fs.link(f.ino, ROOT_INO, b"g").unwrap();
+        fs.unlink(fs.lookup(ROOT_INO, b"e").unwrap().ino, b"f")
+            .unwrap();
+        fs.write(f.ino, fh, 0, b"H").unwrap();
+        assert_eq!(
+            std::fs::read(vol_path.join("tree/g")).unwrap(),
+            b"Hello world"
+        );
+        // Unlinked while open: writes still work, and are not journaled.
+        fs.unlink(ROOT_INO, b"g").unwrap();
+        let head = fs.with_volume(|v| v.head());
+        fs.write(f.ino, fh, 0, b"gone").unwrap();
+        assert_eq!(fs.with_volume(|v| v.head()), head);
+        fs.release(fh);
+        let s = fs.symlink(ROOT_INO, b"s", b"e", ME).unwrap();
+        assert_eq!(fs.readlink(s.ino).unwrap(), b"e");
+        fs.setxattr(ROOT_INO, b"user.k", b"v", 0).unwrap();
+        assert_eq!(fs.getxattr(ROOT_INO, b"user.k").unwrap(), b"v");
+        assert_eq!(fs.setxattr(ROOT_INO, b"user.k", b"w", 1), Err(Errno::EXIST));
+        assert_eq!(fs.rmdir(ROOT_INO, b"nope"), Err(Errno::NOENT));
+        assert_eq!(
+            fs.mkdir(ROOT_INO, b"e", 0o755, 0, ME).err(),
+            Some(Errno::EXIST)
+        );
+        check_replays(dir.path(), fs, &vol_path);
+    }
+
+    #[test]
+    fn exchange_and_setgid_directories() {
+        let (dir, fs, vol_path) = fs();
+        let a = fs
+            .mkdir(ROOT_INO, b"a", 0o2775, 0, Caller { uid: 0, gid: 50 })
+            .unwrap();
+        let (f, fh) = fs
+            .create(a.ino, b"f", 0o600, 0, 2, Caller { uid: 7, gid: 8 })
+            .unwrap();
+        assert_eq!(f.gid, 50, "a setgid directory gives its group");
+        let sub = fs.mkdir(a.ino, b"sub", 0o755, 0, ME).unwrap();
+        assert_eq!(
+            sub.perm & 0o2000,
+            0o2000,
+            "and its setgid bit to subdirectories"
+        );
+        let (g, gh) = fs.create(ROOT_INO, b"g", 0o644, 0, 2, ME).unwrap();
+        fs.rename(a.ino, b"f", ROOT_INO, b"g", RenameMode::Exchange)
+            .unwrap();
+        fs.write(f.ino, fh, 0, b"was f").unwrap();
+        fs.write(g.ino, gh, 0, b"was g").unwrap();
+        assert_eq!(std::fs::read(vol_path.join("tree/g")).unwrap(), b"was f");
+        assert_eq!(std::fs::read(vol_path.join("tree/a/f")).unwrap(), b"was g");
+        fs.setattr(
+            f.ino,
+            Some(0o640),
+            Some(3),
+            None,
+            Some(2),
+            None,
+            Some(Timestamp::new(5, 6)),
+        )
+        .unwrap();
+        let attr = fs.getattr(f.ino).unwrap();
+        assert_eq!(
+            (attr.perm, attr.uid, attr.size, attr.mtime),
+            (0o640, 3, 2, Timestamp::new(5, 6))
+        );
+        fs.fallocate(f.ino, 0, 8192, 0x03).unwrap();
+        assert_eq!(fs.copy_range(g.ino, 0, f.ino, 0, 100).unwrap(), 5);
+        check_replays(dir.path(), fs, &vol_path);
+    }
+}
