@@ -30,6 +30,18 @@ enum Command {
     /// Create a master volume: VOL/tree, VOL/journal, VOL/meta, VOL/secret.
     #[command(after_help = "Example:\n  jfs-master init /srv/www.jfs")]
     Init { vol: PathBuf },
+    /// Serve the volume's tree at MOUNTPOINT, journaling every change, until
+    /// unmounted (fusermount3 -u, umount, SIGTERM or SIGINT).
+    #[command(
+        after_help = "Sync policies:\n  fsync         fsync/fdatasync on the mount returns once the journal is durable (default)\n  interval[:MS] the journal is made durable every MS milliseconds (default 100); fsync returns at once\n\nExamples:\n  jfs-master mount /srv/www.jfs /var/www\n  jfs-master mount /srv/www.jfs /var/www --sync interval:50"
+    )]
+    Mount {
+        vol: PathBuf,
+        mountpoint: PathBuf,
+        /// When the journal is made durable: fsync, interval or interval:MS.
+        #[arg(long, default_value = "fsync")]
+        sync: libjfs::fuse::SyncPolicy,
+    },
     /// Print the journal's records, one per line.
     #[command(
         after_help = "Examples:\n  jfs-master log /srv/www.jfs\n  jfs-master log /srv/www.jfs --from 1200 --json | jq .text"
@@ -94,6 +106,11 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Mount {
+            vol,
+            mountpoint,
+            sync,
+        } => mount(&vol, &mountpoint, sync),
         Command::Log { vol, from, json } => log(&vol, from, json),
         Command::Status { vol, json } => {
             let s =
@@ -140,6 +157,57 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn mount(
+    vol_path: &std::path::Path,
+    mountpoint: &std::path::Path,
+    sync: libjfs::fuse::SyncPolicy,
+) -> Result<()> {
+    let mut vol = Volume::open(vol_path).with_context(|| format!("open {}", vol_path.display()))?;
+    if let Some((seg, offset, bytes, why)) = &vol.recovery().torn_tail {
+        eprintln!(
+            "jfs-master: cut a torn tail of {bytes} bytes at offset {offset} of {} ({why})",
+            seg.display()
+        );
+    }
+    // Records journaled but not applied before a crash reach the tree now.
+    let before = vol.applied();
+    let at = vol
+        .replay(None, |_| {})
+        .context("replay the journal into the tree")?;
+    if at != before {
+        eprintln!(
+            "jfs-master: applied records {} to {} that a crash left unapplied",
+            before.seq + 1,
+            at.seq
+        );
+    }
+    vol.sync()?;
+    let head = vol.head();
+    let vol = libjfs::fuse::serve(vol, mountpoint, sync, |mut unmounter| {
+        eprintln!(
+            "jfs-master: {} mounted at {} ({head}, sync {sync})",
+            vol_path.display(),
+            mountpoint.display()
+        );
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])
+        .expect("install signal handlers");
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                if let Err(e) = unmounter.unmount() {
+                    eprintln!("jfs-master: unmount: {e}");
+                }
+            }
+        });
+    })
+    .with_context(|| format!("mount {} at {}", vol_path.display(), mountpoint.display()))?;
+    let pos = vol.close().context("sync and seal the journal")?;
+    eprintln!("jfs-master: unmounted; journal synced and sealed at {pos}");
+    Ok(())
 }
 
 fn log(vol: &std::path::Path, from: u64, json: bool) -> Result<()> {

@@ -19,6 +19,8 @@
 pub mod applier;
 pub mod compare;
 pub mod format;
+#[cfg(feature = "fuse")]
+pub mod fuse;
 pub mod inspect;
 pub mod journal;
 pub mod master;

@@ -97,6 +97,8 @@ pub struct MasterFs {
     handles: RwLock<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
     next_fh: AtomicU64,
+    /// Whether `fsync` waits for the journal to be durable.
+    fsync_waits: bool,
 }
 
 fn errno_of(e: &io::Error) -> Errno {
@@ -177,8 +179,15 @@ pub struct Caller {
 }
 
 impl MasterFs {
-    /// Serves `vol`, which must have its tree at the journal's head.
+    /// Serves `vol`, which must have its tree at the journal's head; `fsync`
+    /// waits for the journal to be durable.
     pub fn new(vol: Volume) -> io::Result<MasterFs> {
+        MasterFs::with_policy(vol, true)
+    }
+
+    /// With `fsync_waits` false, `fsync` returns at once and the caller makes
+    /// the journal durable on its own schedule ([`MasterFs::sync_journal`]).
+    pub fn with_policy(vol: Volume, fsync_waits: bool) -> io::Result<MasterFs> {
         let tree = vol.tree_path();
         let root_backing_ino = std::fs::symlink_metadata(&tree)?.ino();
         let mut inodes = HashMap::new();
@@ -197,6 +206,7 @@ impl MasterFs {
             handles: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            fsync_waits,
         })
     }
 
@@ -836,8 +846,18 @@ impl MasterFs {
         })
     }
 
-    /// Makes the journal durable (what `fsync` on the mount waits for).
+    /// What `fsync` on the mount does: under the fsync policy, returns once
+    /// every record so far is durable.
     pub fn fsync(&self) -> Result<()> {
+        if self.fsync_waits {
+            self.sync_journal()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Makes every record journaled so far durable.
+    pub fn sync_journal(&self) -> Result<()> {
         self.with_volume(|v| v.journal().sync()).map_err(|e| {
             eprintln!("jfs: fsync: {e:#}");
             Errno::IO

@@ -69,3 +69,121 @@ pub fn fails(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>], code: i32) -> Str
     );
     String::from_utf8(out.stderr).unwrap()
 }
+
+/// True when `path` is a mount point (as /proc/self/mounts lists it).
+pub fn is_mounted(path: &Path) -> bool {
+    let want = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .any(|m| Path::new(&m.replace("\\040", " ")) == want)
+}
+
+/// A running `jfs-master mount`. Dropping it unmounts (lazily if it must)
+/// and reaps the process, even when the test failed half-way.
+pub struct MountedMaster {
+    pub child: Option<std::process::Child>,
+    pub mnt: PathBuf,
+    pub vol: PathBuf,
+}
+
+impl MountedMaster {
+    /// Starts `jfs-master mount VOL MNT [extra...]` and waits until it is mounted.
+    pub fn start(vol: &Path, mnt: &Path, extra: &[&str]) -> MountedMaster {
+        let child = Command::new(bin("jfs-master"))
+            .arg("mount")
+            .arg(vol)
+            .arg(mnt)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start jfs-master mount");
+        let mut m = MountedMaster {
+            child: Some(child),
+            mnt: mnt.to_owned(),
+            vol: vol.to_owned(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !is_mounted(mnt) {
+            if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                m.child
+                    .take()
+                    .unwrap()
+                    .stderr
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("jfs-master mount exited with {status}: {err}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} was not mounted in time",
+                mnt.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        m
+    }
+
+    /// Sends `signal` and waits for the process; returns its stderr.
+    pub fn stop_with(
+        &mut self,
+        signal: rustix::process::Signal,
+    ) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("already stopped");
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, signal).expect("signal jfs-master");
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status, err)
+    }
+
+    /// Unmounts the way an admin would (fusermount3 -u) and waits for a clean exit.
+    pub fn unmount(mut self) -> String {
+        let st = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mnt)
+            .status()
+            .expect("run fusermount3");
+        assert!(st.success(), "fusermount3 -u {} failed", self.mnt.display());
+        let mut child = self.child.take().unwrap();
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(status.success(), "jfs-master exited with {status}: {err}");
+        err
+    }
+}
+
+impl Drop for MountedMaster {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.mnt)
+                .status();
+        }
+    }
+}

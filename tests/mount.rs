@@ -1,0 +1,325 @@
+//! The master's FUSE mount with real processes: a real workload replays to
+//! the same tree, stops are clean, bad mount points and second mounts are
+//! refused, and a kill -9 at any moment is recovered by mounting again.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{fails, ok, MountedMaster};
+use libjfs::compare::{compare_trees, CompareOptions};
+use libjfs::inspect::VolumeStatus;
+
+fn init(dir: &Path) -> (PathBuf, PathBuf) {
+    let vol = dir.join("vol");
+    let mnt = dir.join("mnt");
+    ok("jfs-master", &[&"init", &vol]);
+    fs::create_dir(&mnt).unwrap();
+    (vol, mnt)
+}
+
+/// VOL/tree equals the journal replayed into a fresh directory.
+fn assert_replays(vol: &Path, scratch: &Path) {
+    let head = VolumeStatus::read(vol).unwrap().head;
+    let dest = scratch.join(format!("replayed-{}", head.seq));
+    libjfs::materialize::materialize(vol, head.seq, &dest, |_| {}).unwrap();
+    let diffs = compare_trees(&vol.join("tree"), &dest, &CompareOptions::default()).unwrap();
+    assert!(
+        diffs.is_empty(),
+        "VOL/tree differs from the journal replayed to {head}:\n{}",
+        diffs
+            .iter()
+            .take(30)
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    fs::remove_dir_all(&dest).unwrap();
+}
+
+fn sh(script: &str) {
+    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "script failed: {script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Crate source directories from the cargo registry, enough for `files` files.
+fn real_sources(files: usize) -> Vec<PathBuf> {
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    let mut crates: Vec<PathBuf> = fs::read_dir(home.join("registry/src"))
+        .expect("the cargo registry sources (they exist once the workspace is built)")
+        .flat_map(|index| fs::read_dir(index.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    crates.sort();
+    let mut picked = Vec::new();
+    let mut count = 0;
+    for c in crates {
+        if count >= files {
+            break;
+        }
+        count += walk_count(&c);
+        picked.push(c);
+    }
+    assert!(
+        count >= files,
+        "only {count} files in the cargo registry sources"
+    );
+    picked
+}
+
+fn walk_count(p: &Path) -> usize {
+    fs::read_dir(p)
+        .map(|rd| {
+            rd.map(|e| {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    1 + walk_count(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_real_workload_replays_to_the_same_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = init(dir.path());
+    let m = MountedMaster::start(&vol, &mnt, &[]);
+    let sources = real_sources(3000);
+
+    // Copy a real source tree of thousands of files with cp -a.
+    let t = Instant::now();
+    fs::create_dir(mnt.join("src")).unwrap();
+    let mut cp = Command::new("cp");
+    cp.arg("-a").args(&sources).arg(mnt.join("src"));
+    assert!(
+        cp.status().unwrap().success(),
+        "cp -a onto the mount failed"
+    );
+    eprintln!("cp -a of {} crates took {:?}", sources.len(), t.elapsed());
+
+    // The copy on the mount is what cp -a makes on a local filesystem.
+    let first = sources[0].file_name().unwrap();
+    let diffs = compare_trees(
+        &sources[0],
+        &mnt.join("src").join(first),
+        &CompareOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        diffs.is_empty(),
+        "cp -a onto the mount differs from the source: {diffs:#?}"
+    );
+
+    // Then everything else people do to a tree.
+    let m_str = mnt.display().to_string();
+    sh(&format!(
+        r#"
+        cd '{m_str}/src'
+        a=$(ls | sed -n 1p); b=$(ls | sed -n 2p); c=$(ls | sed -n 3p)
+        find "$a" -name '*.rs' | head -100 | xargs sed -i 's/fn /fn  /'
+        mv "$a" "$a-renamed"
+        rm -rf "$b"
+        ln "$a-renamed/Cargo.toml" hardlink
+        ln -s "$a-renamed" symlink
+        ln -s /nonexistent/target dangling
+        chmod -R g+w,o-r "$c"
+        chown -R 1234:5678 "$c"
+        touch -d '2001-02-03 04:05:06.789' "$c/Cargo.toml"
+        dd if=/dev/urandom of=sparse bs=4096 count=3 seek=1000 status=none
+        truncate -s 10M sparse2
+        head -c 100000 /dev/urandom > shrink && truncate -s 777 shrink
+        echo tail >> shrink
+        mkdir -p deep/a/b/c/d/e/f && echo deep > deep/a/b/c/d/e/f/g
+        mv deep/a/b/c deep/c-moved
+        mkfifo fifo
+        chmod 4755 shrink
+        "#
+    ));
+    for (name, value) in [
+        (&b"user.origin"[..], &b"registry"[..]),
+        (b"user.empty", b""),
+    ] {
+        rustix::fs::setxattr(
+            mnt.join("src/hardlink"),
+            name,
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    rustix::fs::setxattr(
+        mnt.join("src"),
+        "user.dir",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    rustix::fs::removexattr(mnt.join("src/hardlink"), "user.empty").unwrap();
+
+    let err = m.unmount();
+    assert!(err.contains("journal synced and sealed"), "{err}");
+    assert_replays(&vol, dir.path());
+    ok("jfs-replica", &[&"verify", &vol]);
+}
+
+#[test]
+fn bad_mount_points_and_second_mounts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = init(dir.path());
+    let err = fails(
+        "jfs-master",
+        &[&"mount", &vol, &dir.path().join("missing")],
+        1,
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    let full = dir.path().join("full");
+    fs::create_dir(&full).unwrap();
+    fs::write(full.join("x"), b"x").unwrap();
+    let err = fails("jfs-master", &[&"mount", &vol, &full], 1);
+    assert!(err.contains("not empty"), "{err}");
+    let file = dir.path().join("file");
+    fs::write(&file, b"").unwrap();
+    let err = fails("jfs-master", &[&"mount", &vol, &file], 1);
+    assert!(err.contains("not a directory"), "{err}");
+    let err = fails(
+        "jfs-master",
+        &[&"mount", &vol, &mnt, &"--sync", &"sometimes"],
+        2,
+    );
+    assert!(err.contains("unknown sync policy"), "{err}");
+
+    let m = MountedMaster::start(&vol, &mnt, &[]);
+    // The same volume a second time, elsewhere.
+    let other = dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let err = fails("jfs-master", &[&"mount", &vol, &other], 1);
+    assert!(err.contains("in use by another process"), "{err}");
+    // Another volume onto a busy mount point.
+    let vol2 = dir.path().join("vol2");
+    ok("jfs-master", &[&"init", &vol2]);
+    let err = fails("jfs-master", &[&"mount", &vol2, &mnt], 1);
+    assert!(err.contains("busy") || err.contains("not empty"), "{err}");
+    // Status works on the mounted volume.
+    let status: serde_json::Value =
+        serde_json::from_str(&ok("jfs-master", &[&"status", &vol, &"--json"])).unwrap();
+    assert_eq!(status["position"]["seq"], 1);
+    m.unmount();
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_with_the_journal_sealed() {
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        let dir = tempfile::tempdir().unwrap();
+        let (vol, mnt) = init(dir.path());
+        let mut m = MountedMaster::start(&vol, &mnt, &["--sync", "interval:20"]);
+        fs::write(mnt.join("f"), b"data").unwrap();
+        fs::create_dir(mnt.join("d")).unwrap();
+        let (status, err) = m.stop_with(signal);
+        assert!(status.success(), "{signal:?}: exit {status}: {err}");
+        assert!(
+            err.contains("journal synced and sealed at 4:"),
+            "{signal:?}: {err}"
+        );
+        assert!(!common::is_mounted(&mnt), "{signal:?}: still mounted");
+        let s = VolumeStatus::read(&vol).unwrap();
+        assert_eq!(s.head.seq, 4);
+        assert_eq!(s.applied.unwrap(), s.head);
+        assert_eq!(
+            s.sealed_segments,
+            s.segments - 1,
+            "the records are all in sealed segments"
+        );
+        let journal = libjfs::Journal::open_read_only(&vol.join("journal"), None).unwrap();
+        let active = journal.segments().pop().unwrap();
+        assert!(
+            !active.sealed && active.last_seq < active.first_seq,
+            "the active segment is empty"
+        );
+        assert_replays(&vol, dir.path());
+    }
+}
+
+#[test]
+fn kill_9_during_a_workload_recovers_on_the_next_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = init(dir.path());
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("libjfs");
+    let acked = dir.path().join("acked.log");
+    let mut rng_state = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    for round in 0..20 {
+        let mut m = MountedMaster::start(&vol, &mnt, &[]);
+        // Churn: copy, edit and remove trees; and files acknowledged by fsync,
+        // logged outside the mount only once `sync FILE` (fsync) returned.
+        let script = format!(
+            r#"
+            cd '{mnt}'
+            n=0
+            while true; do
+                cp -a '{src}' r{round}-$n
+                echo "round {round} file $n" > acked-{round}-$n
+                sync acked-{round}-$n
+                echo acked-{round}-$n >> '{acked}'
+                [ $n -gt 0 ] && rm -rf r{round}-$((n-1)) && mv acked-{round}-$((n-1)) old-{round}-$((n-1))
+                n=$((n+1))
+            done
+            "#,
+            mnt = mnt.display(),
+            src = src.display(),
+            acked = acked.display(),
+        );
+        let mut work = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100 + next() % 900));
+        let (status, _) = m.stop_with(rustix::process::Signal::KILL);
+        assert!(status.code().is_none(), "jfs-master was not killed");
+        let _ = work.kill();
+        let _ = work.wait();
+        drop(m); // unmounts the dead mount
+
+        // Mounting again replays what the journal holds beyond the tree.
+        let m = MountedMaster::start(&vol, &mnt, &[]);
+        for name in fs::read_to_string(&acked).unwrap_or_default().lines() {
+            let (r, n) = name.trim_start_matches("acked-").split_once('-').unwrap();
+            let content = format!("round {r} file {n}\n");
+            let renamed = mnt.join(format!("old-{r}-{n}"));
+            let got = fs::read_to_string(mnt.join(name)).or_else(|_| fs::read_to_string(&renamed));
+            assert_eq!(
+                got.ok().as_deref(),
+                Some(content.as_str()),
+                "round {round}: fsync'd {name} was lost"
+            );
+        }
+        m.unmount();
+        assert_replays(&vol, dir.path());
+    }
+    let s = VolumeStatus::read(&vol).unwrap();
+    eprintln!(
+        "20 kill -9 rounds; journal at {}, {} bytes",
+        s.head, s.journal_bytes
+    );
+}
