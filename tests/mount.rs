@@ -323,3 +323,86 @@ fn kill_9_during_a_workload_recovers_on_the_next_mount() {
         s.head, s.journal_bytes
     );
 }
+
+#[test]
+fn status_and_snapshots_work_while_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = init(dir.path());
+    let m = MountedMaster::start(&vol, &mnt, &["--sync", "interval:50"]);
+    fs::write(mnt.join("release"), b"v1").unwrap();
+    let out = ok("jfs-master", &[&"snapshot", &vol, &"create", &"v1"]);
+    assert!(out.starts_with("snapshot v1 at 4:"), "{out}");
+    let err = fails("jfs-master", &[&"snapshot", &vol, &"create", &"v1"], 1);
+    assert!(err.contains("already exists"), "{err}");
+    fs::write(mnt.join("release"), b"v2").unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&ok("jfs-master", &[&"status", &vol, &"--json"])).unwrap();
+    assert_eq!(status["sync"], "interval:50");
+    assert_eq!(
+        status["mountpoint"],
+        mnt.canonicalize().unwrap().display().to_string()
+    );
+    // genesis, create, write, snapshot, then O_TRUNC's truncate and the write.
+    assert_eq!(status["position"]["seq"], 6);
+    assert_eq!(status["position"], status["journal"]["head"]);
+    let list = ok("jfs-master", &[&"snapshot", &vol, &"list"]);
+    assert!(list.starts_with("v1\t4\t"), "{list}");
+    // The snapshot is a journal marker: materialize reads it from the live volume.
+    ok(
+        "jfs-replica",
+        &[&"materialize", &vol, &"--at", &"v1", &dir.path().join("v1")],
+    );
+    assert_eq!(fs::read(dir.path().join("v1/release")).unwrap(), b"v1");
+    m.unmount();
+    // Unmounted, the same commands read the volume directly.
+    let status: serde_json::Value =
+        serde_json::from_str(&ok("jfs-master", &[&"status", &vol, &"--json"])).unwrap();
+    assert!(status.get("mountpoint").is_none());
+    ok("jfs-master", &[&"snapshot", &vol, &"delete", &"v1"]);
+    assert_eq!(ok("jfs-master", &[&"snapshot", &vol, &"list"]), "");
+}
+
+/// The fsx file-system exerciser (crates.io `fsx`, installed by .ci/run).
+fn fsx_binary() -> PathBuf {
+    let candidates = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("fsx"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    candidates
+        .into_iter()
+        .chain([home.join("bin/fsx")])
+        .find(|p| p.is_file())
+        .expect(
+            "fsx is not installed: cargo install fsx --version 0.3.2 --locked (.ci/run does this)",
+        )
+}
+
+#[test]
+fn fsx_runs_clean_and_the_journal_replays_to_the_same_file() {
+    let fsx = fsx_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = init(dir.path());
+    let m = MountedMaster::start(&vol, &mnt, &[]);
+    let t = Instant::now();
+    let out = Command::new(&fsx)
+        .args(["-N", "100000", "-S", "20261121", "-P"])
+        .arg(dir.path())
+        .arg(mnt.join("fsxfile"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("All operations completed A-OK!"),
+        "fsx failed:\n{text}"
+    );
+    eprintln!("fsx: 100000 operations in {:?}", t.elapsed());
+    m.unmount();
+    assert_replays(&vol, dir.path());
+}

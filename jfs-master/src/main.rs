@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use libjfs::admin::{AdminError, Request};
 use libjfs::inspect::{entry_json, VolumeStatus};
 use libjfs::journal::Journal;
 use libjfs::volume::JOURNAL_DIR;
@@ -113,49 +114,88 @@ fn run(cli: Cli) -> Result<()> {
         } => mount(&vol, &mountpoint, sync),
         Command::Log { vol, from, json } => log(&vol, from, json),
         Command::Status { vol, json } => {
-            let s =
-                VolumeStatus::read(&vol).with_context(|| format!("status of {}", vol.display()))?;
+            let s = admin(&vol, Request::Status)
+                .with_context(|| format!("status of {}", vol.display()))?;
             if json {
-                let mut v = s.to_json();
-                v["role"] = "master".into();
-                println!("{v}");
+                println!("{s}");
             } else {
-                let applied = s.applied.map_or("unknown".into(), |p| p.to_string());
-                println!("volume   {}", s.volume_id);
-                println!("role     master");
-                println!("tree     at {applied}");
+                let pos = |v: &serde_json::Value| {
+                    format!("{}:{}", v["seq"], &v["chain"].as_str().unwrap_or("")[..16])
+                };
+                println!("volume   {}", s["volume_id"].as_str().unwrap_or(""));
+                println!("role     {}", s["role"].as_str().unwrap_or("master"));
+                match s["mountpoint"].as_str() {
+                    Some(m) => {
+                        println!("mounted  at {m}, sync {}", s["sync"].as_str().unwrap_or(""))
+                    }
+                    None => println!("mounted  no"),
+                }
+                println!("tree     at {}", pos(&s["position"]));
+                let j = &s["journal"];
                 println!(
                     "journal  head {}, {} records from {}",
-                    s.head,
-                    s.records(),
-                    s.first_seq
+                    pos(&j["head"]),
+                    j["records"],
+                    j["first_seq"]
                 );
                 println!(
                     "segments {} ({} sealed), {} bytes",
-                    s.segments, s.sealed_segments, s.journal_bytes
+                    j["segments"], j["sealed_segments"], j["bytes"]
                 );
             }
             Ok(())
         }
         Command::Snapshot { vol, action } => {
-            let mut v = Volume::open(&vol).with_context(|| format!("open {}", vol.display()))?;
+            let req = match &action {
+                SnapshotAction::Create { name } => Request::SnapshotCreate { name: name.clone() },
+                SnapshotAction::List => Request::SnapshotList,
+                SnapshotAction::Delete { name } => Request::SnapshotDelete { name: name.clone() },
+            };
+            let answer = admin(&vol, req)?;
             match action {
                 SnapshotAction::Create { name } => {
-                    let pos = v.create_snapshot(&name)?;
-                    println!("snapshot {name} at {pos}");
+                    let p = &answer["position"];
+                    println!(
+                        "snapshot {name} at {}:{}",
+                        p["seq"],
+                        &p["chain"].as_str().unwrap_or("")[..16]
+                    );
                 }
                 SnapshotAction::List => {
-                    for (name, pos) in v.list_snapshots()? {
-                        println!("{name}\t{}\t{}", pos.seq, pos.chain_hex());
+                    for s in answer.as_array().into_iter().flatten() {
+                        let p = &s["position"];
+                        println!(
+                            "{}\t{}\t{}",
+                            s["name"].as_str().unwrap_or(""),
+                            p["seq"],
+                            p["chain"].as_str().unwrap_or("")
+                        );
                     }
                 }
-                SnapshotAction::Delete { name } => {
-                    v.delete_snapshot(&name)?;
-                    println!("deleted snapshot {name}");
-                }
+                SnapshotAction::Delete { name } => println!("deleted snapshot {name}"),
             }
             Ok(())
         }
+    }
+}
+
+/// Asks the process that has the volume mounted, or, when none does, opens
+/// the volume and answers the same way.
+fn admin(vol: &std::path::Path, req: Request) -> Result<serde_json::Value> {
+    match libjfs::admin::request(vol, &req) {
+        Ok(v) => Ok(v),
+        Err(AdminError::NotServed(_)) => {
+            if req == Request::Status {
+                // Read the files without taking the lock: works while another
+                // process holds the volume without serving it.
+                let mut s = VolumeStatus::read(vol)?.to_json();
+                s["role"] = "master".into();
+                return Ok(s);
+            }
+            let mut v = Volume::open(vol).with_context(|| format!("open {}", vol.display()))?;
+            libjfs::admin::answer_with(&mut v, req).map_err(anyhow::Error::msg)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

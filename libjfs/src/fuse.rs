@@ -661,6 +661,7 @@ pub fn serve(
     use std::sync::atomic::{AtomicBool, Ordering};
     check_mountpoint(mountpoint)?;
     let name = format!("jfs:{}", vol.path().display());
+    let vol_path = vol.path().to_owned();
     let fs = Arc::new(MasterFs::with_policy(vol, policy == SyncPolicy::Fsync)?);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -674,6 +675,7 @@ pub fn serve(
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(4);
     let mut session = fuser::Session::new(FuseMaster::new(fs.clone()), mountpoint, &config)?;
+    let admin = crate::admin::serve(&vol_path, admin_handler(fs.clone(), policy, mountpoint))?;
     on_mounted(session.unmount_callable());
 
     // Group commit for the interval policy.
@@ -692,6 +694,7 @@ pub fn serve(
     };
     // Runs until unmounted; the session and its FuseMaster are gone after.
     let result = session.run();
+    drop(admin);
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = syncer {
         let _ = t.join();
@@ -700,4 +703,24 @@ pub fn serve(
     let fs =
         Arc::try_unwrap(fs).map_err(|_| std::io::Error::other("the filesystem is still in use"))?;
     Ok(fs.into_volume())
+}
+
+/// Answers the admin socket for a mounted master.
+fn admin_handler(
+    fs: Arc<MasterFs>,
+    policy: SyncPolicy,
+    mountpoint: &Path,
+) -> crate::admin::Handler {
+    let mountpoint = mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| mountpoint.to_owned());
+    Arc::new(move |req| {
+        let is_status = req == crate::admin::Request::Status;
+        let mut answer = fs.with_volume(|v| crate::admin::answer_with(v, req))?;
+        if is_status {
+            answer["sync"] = policy.to_string().into();
+            answer["mountpoint"] = mountpoint.display().to_string().into();
+        }
+        Ok(answer)
+    })
 }

@@ -43,6 +43,20 @@ impl VolumeStatus {
         })
     }
 
+    /// The status of a volume this process has open.
+    pub fn of(vol: &crate::Volume) -> VolumeStatus {
+        let segments = vol.journal().segments();
+        VolumeStatus {
+            volume_id: vol.id(),
+            applied: Some(vol.applied()),
+            head: vol.head(),
+            first_seq: vol.journal().first_seq(),
+            sealed_segments: segments.iter().filter(|s| s.sealed).count(),
+            segments: segments.len(),
+            journal_bytes: segments.iter().map(|s| s.file_bytes).sum(),
+        }
+    }
+
     /// Records held in the journal.
     pub fn records(&self) -> u64 {
         self.head.seq + 1 - self.first_seq

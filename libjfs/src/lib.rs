@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod applier;
 pub mod compare;
 pub mod format;

@@ -1,0 +1,238 @@
+//! The admin socket: how commands reach a process that has a volume open.
+//!
+//! `VOL/admin.sock` is a unix socket. A client sends one JSON request on a
+//! line and reads one JSON response on a line:
+//!
+//! ```text
+//! > {"cmd":"status"}
+//! < {"ok":true,"result":{...}}
+//! > {"cmd":"snapshot-create","name":"v42"}
+//! < {"ok":false,"error":"snapshot \"v42\" already exists"}
+//! ```
+//!
+//! The server is a thread per connection; it knows nothing of what the
+//! requests mean (the handler does) and nothing of FUSE.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// File name of the socket inside the volume.
+pub const SOCKET: &str = "admin.sock";
+
+/// What a client may ask.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    SnapshotCreate { name: String },
+    SnapshotList,
+    SnapshotDelete { name: String },
+}
+
+/// Answers requests; an `Err` is sent back as the error text.
+pub type Handler = Arc<dyn Fn(Request) -> Result<Value, String> + Send + Sync>;
+
+/// A running admin socket; dropping it stops the server and removes the file.
+pub struct AdminServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Serves `VOL/admin.sock`. A socket file left by a process that died is
+/// replaced; one a live process answers on is an error.
+pub fn serve(volume: &Path, handler: Handler) -> io::Result<AdminServer> {
+    let path = volume.join(SOCKET);
+    if path.exists() {
+        if UnixStream::connect(&path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is served by another process", path.display()),
+            ));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    let handler = handler.clone();
+                    std::thread::spawn(move || {
+                        let _ = answer(conn, &handler);
+                    });
+                }
+            }
+        })
+    };
+    Ok(AdminServer {
+        path,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn answer(conn: UnixStream, handler: &Handler) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut writer = conn;
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 0 {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => match handler(req) {
+                Ok(result) => serde_json::json!({ "ok": true, "result": result }),
+                Err(error) => serde_json::json!({ "ok": false, "error": error }),
+            },
+            Err(e) => serde_json::json!({ "ok": false, "error": format!("bad request: {e}") }),
+        };
+        writeln!(writer, "{response}")?;
+        line.clear();
+    }
+    Ok(())
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Why a request did not get an answer, or got a refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Nobody serves the volume: open it directly instead.
+    #[error("no process serves {}", .0.display())]
+    NotServed(PathBuf),
+    #[error("admin socket {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends `req` to the process serving `volume`.
+pub fn request(volume: &Path, req: &Request) -> Result<Value, AdminError> {
+    let path = volume.join(SOCKET);
+    let conn = match UnixStream::connect(&path) {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(AdminError::NotServed(path));
+        }
+        Err(source) => return Err(AdminError::Io { path, source }),
+    };
+    let io_err = |source| AdminError::Io {
+        path: path.clone(),
+        source,
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(io_err)?;
+    let mut writer = conn.try_clone().map_err(io_err)?;
+    let line = serde_json::to_string(req).expect("requests always encode");
+    writeln!(writer, "{line}").map_err(io_err)?;
+    let mut answer = String::new();
+    BufReader::new(conn)
+        .read_line(&mut answer)
+        .map_err(io_err)?;
+    let v: Value = serde_json::from_str(&answer).map_err(|e| {
+        io_err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad answer: {e}"),
+        ))
+    })?;
+    if v["ok"] == Value::Bool(true) {
+        Ok(v["result"].clone())
+    } else {
+        Err(AdminError::Refused(
+            v["error"].as_str().unwrap_or("refused").to_owned(),
+        ))
+    }
+}
+
+/// Answers `req` from an open volume: the part of every answer that does
+/// not depend on who serves it (a mount adds its own status fields).
+pub fn answer_with(vol: &mut crate::Volume, req: Request) -> Result<Value, String> {
+    use crate::inspect::{position_json, VolumeStatus};
+    match req {
+        Request::Status => {
+            let mut s = VolumeStatus::of(vol).to_json();
+            s["role"] = vol.role().as_str().into();
+            Ok(s)
+        }
+        Request::SnapshotCreate { name } => {
+            let pos = vol.create_snapshot(&name).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({ "name": name, "position": position_json(pos) }))
+        }
+        Request::SnapshotList => {
+            let list = vol.list_snapshots().map_err(|e| e.to_string())?;
+            Ok(list
+                .into_iter()
+                .map(|(n, p)| serde_json::json!({ "name": n, "position": position_json(p) }))
+                .collect())
+        }
+        Request::SnapshotDelete { name } => {
+            vol.delete_snapshot(&name).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({ "deleted": name }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_answers_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let handler: Handler = Arc::new(|req| match req {
+            Request::Status => Ok(serde_json::json!({"seq": 7})),
+            Request::SnapshotCreate { name } if name == "dup" => {
+                Err("snapshot \"dup\" already exists".into())
+            }
+            other => Ok(serde_json::json!({ "echo": format!("{other:?}") })),
+        });
+        assert!(matches!(
+            request(dir.path(), &Request::Status),
+            Err(AdminError::NotServed(_))
+        ));
+        let server = serve(dir.path(), handler.clone()).unwrap();
+        assert_eq!(request(dir.path(), &Request::Status).unwrap()["seq"], 7);
+        let err = request(dir.path(), &Request::SnapshotCreate { name: "dup".into() }).unwrap_err();
+        assert_eq!(err.to_string(), "snapshot \"dup\" already exists");
+        // A second server on the same volume is refused while the first answers.
+        assert!(serve(dir.path(), handler.clone()).is_err());
+        drop(server);
+        assert!(!dir.path().join(SOCKET).exists());
+        // A socket file left by a dead process is replaced.
+        drop(UnixListener::bind(dir.path().join(SOCKET)).unwrap());
+        let _again = serve(dir.path(), handler).unwrap();
+        assert!(request(dir.path(), &Request::SnapshotList).is_ok());
+    }
+}
