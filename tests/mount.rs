@@ -406,3 +406,124 @@ fn fsx_runs_clean_and_the_journal_replays_to_the_same_file() {
     m.unmount();
     assert_replays(&vol, dir.path());
 }
+
+const LOCK_PROBE_ENV: &str = "JFS_LOCK_PROBE_FILE";
+
+/// Runs only as a child: tries a POSIX write lock and exits 0 if it got it,
+/// 3 if another process holds one.
+#[test]
+fn lock_probe_child() {
+    let Ok(path) = std::env::var(LOCK_PROBE_ENV) else {
+        return;
+    };
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    match rustix::fs::fcntl_lock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => std::process::exit(0),
+        Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::ACCESS) => std::process::exit(3),
+        Err(e) => panic!("lock probe: {e}"),
+    }
+}
+
+#[test]
+fn permissions_other_users_and_locks_behave_as_on_a_local_filesystem() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::env::var(LOCK_PROBE_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (vol, mnt) = init(dir.path());
+    let m = MountedMaster::start(&vol, &mnt, &[]);
+    fs::create_dir(mnt.join("shared")).unwrap();
+    fs::set_permissions(mnt.join("shared"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::create_dir(mnt.join("private")).unwrap();
+    fs::set_permissions(mnt.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+
+    // Another user can use the mount, and the kernel checks permissions.
+    let as_nobody = |script: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                script,
+            ])
+            .output()
+            .expect("setpriv (util-linux)")
+    };
+    let out = as_nobody(&format!("echo mine > '{}/shared/theirs'", mnt.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = fs::metadata(mnt.join("shared/theirs")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (65534, 65534),
+        "a new file belongs to its creator"
+    );
+    let out = as_nobody(&format!("echo no > '{}/private/x'", mnt.display()));
+    assert!(
+        !out.status.success(),
+        "nobody wrote into root's 0700 directory"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    let out = as_nobody(&format!("rm '{}/shared/theirs'", mnt.display()));
+    assert!(
+        out.status.success(),
+        "the owner may remove its file from a sticky directory"
+    );
+
+    // flock and POSIX locks work between processes on the master.
+    let file = mnt.join("lockme");
+    fs::write(&file, b"x").unwrap();
+    let held = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let st = Command::new("flock")
+        .args(["-n"])
+        .arg(&file)
+        .arg("true")
+        .status()
+        .expect("flock (util-linux)");
+    assert!(!st.success(), "flock -n got a lock another process holds");
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::Unlock).unwrap();
+    assert!(Command::new("flock")
+        .args(["-n"])
+        .arg(&file)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success());
+    let probe = |expect: i32| {
+        let st = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "lock_probe_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(LOCK_PROBE_ENV, &file)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(st.code(), Some(expect));
+    };
+    rustix::fs::fcntl_lock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    probe(3);
+    rustix::fs::fcntl_lock(&held, rustix::fs::FlockOperation::NonBlockingUnlock).unwrap();
+    probe(0);
+    drop(held);
+    m.unmount();
+    assert_replays(&vol, dir.path());
+}
