@@ -96,7 +96,11 @@ pub struct CompareOptions {
 
 impl FileKind {
     fn of(meta: &Metadata) -> FileKind {
-        let ft = meta.file_type();
+        FileKind::from_file_type(meta.file_type())
+    }
+
+    /// The kind a `std::fs::FileType` names.
+    pub fn from_file_type(ft: std::fs::FileType) -> FileKind {
         if ft.is_symlink() {
             FileKind::Symlink
         } else if ft.is_dir() {

@@ -15,7 +15,8 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::master::{Attr, Caller, Kind, MasterFs};
+use crate::compare::FileKind;
+use crate::master::{Attr, Caller, MasterFs};
 use crate::record::{RenameMode, Timestamp};
 
 /// How long the kernel may cache names and attributes. Every change to the
@@ -64,15 +65,15 @@ fn timestamp(t: TimeOrNow) -> Timestamp {
     }
 }
 
-fn file_type(k: Kind) -> FileType {
+fn file_type(k: FileKind) -> FileType {
     match k {
-        Kind::File => FileType::RegularFile,
-        Kind::Dir => FileType::Directory,
-        Kind::Symlink => FileType::Symlink,
-        Kind::Fifo => FileType::NamedPipe,
-        Kind::Socket => FileType::Socket,
-        Kind::CharDevice => FileType::CharDevice,
-        Kind::BlockDevice => FileType::BlockDevice,
+        FileKind::Regular => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
     }
 }
 

@@ -24,6 +24,7 @@ use std::sync::{Mutex, RwLock};
 
 use rustix::io::Errno;
 
+use crate::compare::FileKind;
 use crate::path::{Node, RelPath};
 use crate::record::{
     implied_mtimes, FallocateMode, NewNode, Op, RenameMode, SpecialKind, Timestamp,
@@ -41,7 +42,7 @@ pub type Result<T> = std::result::Result<T, Errno>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
-    pub kind: Kind,
+    pub kind: FileKind,
     /// Permission bits (`mode & 0o7777`).
     pub perm: u32,
     pub nlink: u32,
@@ -56,22 +57,11 @@ pub struct Attr {
     pub ctime: Timestamp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    File,
-    Dir,
-    Symlink,
-    Fifo,
-    Socket,
-    CharDevice,
-    BlockDevice,
-}
-
 /// One directory entry, as `readdir` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
     pub ino: u64,
-    pub kind: Kind,
+    pub kind: FileKind,
     pub name: Vec<u8>,
 }
 
@@ -139,25 +129,6 @@ fn refusal_errno(msg: &str) -> Errno {
         .iter()
         .find(|(k, _)| msg.contains(k))
         .map_or(Errno::IO, |(_, e)| *e)
-}
-
-fn kind_of(ft: std::fs::FileType) -> Kind {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_dir() {
-        Kind::Dir
-    } else if ft.is_symlink() {
-        Kind::Symlink
-    } else if ft.is_fifo() {
-        Kind::Fifo
-    } else if ft.is_socket() {
-        Kind::Socket
-    } else if ft.is_char_device() {
-        Kind::CharDevice
-    } else if ft.is_block_device() {
-        Kind::BlockDevice
-    } else {
-        Kind::File
-    }
 }
 
 fn name_ok(name: &[u8]) -> Result<()> {
@@ -284,7 +255,7 @@ impl MasterFs {
     fn attr_of(&self, md: &std::fs::Metadata) -> Attr {
         Attr {
             ino: self.fuse_ino(md.ino()),
-            kind: kind_of(md.file_type()),
+            kind: FileKind::from_file_type(md.file_type()),
             perm: md.mode() & 0o7777,
             nlink: md.nlink() as u32,
             uid: md.uid(),
@@ -434,7 +405,7 @@ impl MasterFs {
             let ft = e.file_type().map_err(|e| errno_of(&e))?;
             entries.push(DirEntry {
                 ino: self.fuse_ino(e.ino()),
-                kind: kind_of(ft),
+                kind: FileKind::from_file_type(ft),
                 name: e.file_name().as_bytes().to_vec(),
             });
         }
