@@ -129,24 +129,15 @@ impl MountedMaster {
         m
     }
 
-    /// Sends `signal` and waits for the process; returns its stderr.
+    /// Sends `signal` and waits for the process; returns its exit and stderr.
     pub fn stop_with(
         &mut self,
         signal: rustix::process::Signal,
     ) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().expect("already stopped");
+        let child = self.child.take().expect("already stopped");
         let pid = rustix::process::Pid::from_child(&child);
         rustix::process::kill_process(pid, signal).expect("signal jfs-master");
-        let status = child.wait().unwrap();
-        let mut err = String::new();
-        use std::io::Read;
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (status, err)
+        finish(child)
     }
 
     /// Unmounts the way an admin would (fusermount3 -u) and waits for a clean exit.
@@ -157,19 +148,24 @@ impl MountedMaster {
             .status()
             .expect("run fusermount3");
         assert!(st.success(), "fusermount3 -u {} failed", self.mnt.display());
-        let mut child = self.child.take().unwrap();
-        let status = child.wait().unwrap();
-        let mut err = String::new();
-        use std::io::Read;
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (status, err) = finish(self.child.take().unwrap());
         assert!(status.success(), "jfs-master exited with {status}: {err}");
         err
     }
+}
+
+/// Waits for `child` and returns its exit status and stderr.
+fn finish(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
 }
 
 impl Drop for MountedMaster {
