@@ -78,6 +78,12 @@ struct Handle {
     file: File,
 }
 
+/// See [`MasterFs::locate`].
+enum Located {
+    Path(RelPath),
+    Detached(File),
+}
+
 /// The master's filesystem over an open volume.
 pub struct MasterFs {
     vol: Mutex<Volume>,
@@ -222,6 +228,71 @@ impl MasterFs {
         RelPath::new(parts.join(&b'/'))
             .map(Some)
             .map_err(|_| Errno::NAMETOOLONG)
+    }
+
+    /// Where an open or known inode is: a path in the tree, or, for a file
+    /// unlinked while open (no links left), only its handle. An inode whose
+    /// known names are gone but which still has links (a hard link the
+    /// kernel never looked up) is found by walking the tree, so its changes
+    /// are journaled like any other.
+    fn locate(&self, ino: u64) -> Result<Located> {
+        match self.path_of(ino) {
+            Ok(Some(p)) => return Ok(Located::Path(p)),
+            Ok(None) => return Err(Errno::ISDIR),
+            Err(_) => {}
+        }
+        let file = self.handle_file_for(ino).ok_or(Errno::NOENT)?;
+        let md = file.metadata().map_err(|e| errno_of(&e))?;
+        if md.nlink() == 0 {
+            return Ok(Located::Detached(file));
+        }
+        let path = self.find_in_tree(md.ino()).ok_or(Errno::IO)?;
+        self.remember_path(&path);
+        Ok(Located::Path(path))
+    }
+
+    /// The path of the node with backing inode `backing`, by walking the tree.
+    fn find_in_tree(&self, backing: u64) -> Option<RelPath> {
+        let mut stack: Vec<(PathBuf, Option<RelPath>)> = vec![(self.tree.clone(), None)];
+        while let Some((dir, rel)) = stack.pop() {
+            for e in std::fs::read_dir(&dir).ok()?.flatten() {
+                let name = e.file_name();
+                let child = match &rel {
+                    None => RelPath::new(name.as_bytes()).ok()?,
+                    Some(r) => r.join(name.as_bytes()).ok()?,
+                };
+                if e.ino() == backing {
+                    return Some(child);
+                }
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((e.path(), Some(child)));
+                }
+            }
+        }
+        None
+    }
+
+    /// Records every component of `path` as a known name (without a kernel lookup).
+    fn remember_path(&self, path: &RelPath) {
+        let mut parent = ROOT_INO;
+        let mut cur: Option<RelPath> = None;
+        for name in path.as_bytes().split(|&b| b == b'/') {
+            let next = match &cur {
+                None => RelPath::new(name),
+                Some(c) => c.join(name),
+            };
+            let Ok(next) = next else { return };
+            let Ok(attr) = self.stat_path(Some(&next)) else {
+                return;
+            };
+            let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
+            let node = inodes.entry(attr.ino).or_default();
+            if !node.names.iter().any(|(p, n)| *p == parent && n == name) {
+                node.names.push((parent, name.to_vec()));
+            }
+            parent = attr.ino;
+            cur = Some(next);
+        }
     }
 
     fn node_of(&self, ino: u64) -> Result<Node> {
@@ -680,27 +751,32 @@ impl MasterFs {
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<Attr> {
-        let node = self.node_of(ino);
+        let located = match self.path_of(ino) {
+            Ok(None) => None, // the root
+            Ok(Some(p)) => Some(Located::Path(p)),
+            Err(_) => Some(self.locate(ino)?),
+        };
+        let node = match &located {
+            None => Some(Node::Root),
+            Some(Located::Path(p)) => Some(Node::Path(p.clone())),
+            Some(Located::Detached(_)) => None,
+        };
         if let Some(size) = size {
-            match &node {
-                Ok(Node::Path(path)) => self.commit(Op::Truncate {
+            match &located {
+                Some(Located::Path(path)) => self.commit(Op::Truncate {
                     path: path.clone(),
                     size,
                 })?,
-                Ok(Node::Root) => return Err(Errno::ISDIR),
-                // Open but no longer in the tree: nothing to journal.
-                Err(_) => self
-                    .handle_file_for(ino)
-                    .ok_or(Errno::NOENT)?
-                    .set_len(size)
-                    .map_err(|e| errno_of(&e))?,
+                None => return Err(Errno::ISDIR),
+                // Unlinked while open: no longer in the tree, nothing to journal.
+                Some(Located::Detached(file)) => file.set_len(size).map_err(|e| errno_of(&e))?,
             }
         }
         if mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some() {
-            match &node {
-                Ok(node) => {
+            match node {
+                Some(node) => {
                     let op = Op::SetAttr {
-                        node: node.clone(),
+                        node,
                         mode: mode.map(|m| m & 0o7777),
                         uid,
                         gid,
@@ -709,7 +785,7 @@ impl MasterFs {
                     };
                     self.commit(op)?;
                 }
-                Err(_) => return Err(Errno::NOENT),
+                None => return Err(Errno::NOENT),
             }
         }
         self.getattr(ino)
@@ -717,8 +793,8 @@ impl MasterFs {
 
     /// Writes through the journal; returns the bytes written.
     pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        match self.path_of(ino) {
-            Ok(Some(path)) => {
+        match self.locate(ino)? {
+            Located::Path(path) => {
                 for (i, chunk) in data.chunks(crate::record::MAX_WRITE).enumerate() {
                     let off = offset + (i * crate::record::MAX_WRITE) as u64;
                     self.commit(Op::Write {
@@ -729,10 +805,9 @@ impl MasterFs {
                 }
                 Ok(data.len() as u32)
             }
-            Ok(None) => Err(Errno::ISDIR),
-            Err(_) => {
-                // The file was unlinked while open: it is no longer part of the
-                // tree, so the write goes to the handle and is not journaled.
+            Located::Detached(_) => {
+                // Unlinked while open: no longer part of the tree, so the write
+                // goes to the handle and is not journaled.
                 let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
                 let h = handles.get(&fh).ok_or(Errno::BADF)?;
                 h.file
@@ -744,7 +819,9 @@ impl MasterFs {
     }
 
     pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
-        let path = self.path_of(ino)?.ok_or(Errno::ISDIR)?;
+        let Located::Path(path) = self.locate(ino)? else {
+            return Err(Errno::NOENT);
+        };
         let keep = mode & libc_o::FALLOC_FL_KEEP_SIZE != 0;
         let mode = if mode & libc_o::FALLOC_FL_PUNCH_HOLE != 0 {
             FallocateMode::PunchHole
@@ -773,8 +850,11 @@ impl MasterFs {
         off_out: u64,
         len: u64,
     ) -> Result<u64> {
-        let src = self.path_of(ino_in)?.ok_or(Errno::ISDIR)?;
-        let dst = self.path_of(ino_out)?.ok_or(Errno::ISDIR)?;
+        let (Located::Path(src), Located::Path(dst)) =
+            (self.locate(ino_in)?, self.locate(ino_out)?)
+        else {
+            return Err(Errno::NOENT);
+        };
         // Copy what exists: a range past the source's end is cut short, as by the kernel.
         let size = self.stat_path(Some(&src))?.size;
         let len = len.min(size.saturating_sub(off_in));
@@ -923,6 +1003,39 @@ mod tests {
             fs.mkdir(ROOT_INO, b"e", 0o755, 0, ME).err(),
             Some(Errno::EXIST)
         );
+        check_replays(dir.path(), fs, &vol_path);
+    }
+
+    #[test]
+    fn a_link_the_kernel_never_looked_up_still_gets_the_writes_journaled() {
+        let (dir, fs, vol_path) = fs();
+        let (f, fh) = fs.create(ROOT_INO, b"a", 0o644, 0, 2, ME).unwrap();
+        // A second name made behind the inode table's back, as if the kernel
+        // had never looked it up: the inode only knows "a".
+        let b = RelPath::new("b").unwrap();
+        fs.with_volume(|v| {
+            v.commit(Op::Link {
+                from: RelPath::new("a").unwrap(),
+                to: b,
+            })
+        })
+        .unwrap();
+        fs.unlink(ROOT_INO, b"a").unwrap();
+        let head = fs.with_volume(|v| v.head());
+        fs.write(f.ino, fh, 0, b"still in the tree").unwrap();
+        assert_eq!(
+            fs.with_volume(|v| v.head()).seq,
+            head.seq + 1,
+            "the write was not journaled"
+        );
+        assert_eq!(
+            std::fs::read(vol_path.join("tree/b")).unwrap(),
+            b"still in the tree"
+        );
+        fs.setattr(f.ino, None, None, None, Some(5), None, None)
+            .unwrap();
+        assert_eq!(std::fs::read(vol_path.join("tree/b")).unwrap(), b"still");
+        fs.release(fh);
         check_replays(dir.path(), fs, &vol_path);
     }
 
