@@ -276,9 +276,9 @@ fn kill_9_during_a_workload_recovers_on_the_next_mount() {
             n=0
             while true; do
                 cp -a '{src}' r{round}-$n
-                echo "round {round} file $n" > acked-{round}-$n
-                sync acked-{round}-$n
-                echo acked-{round}-$n >> '{acked}'
+                echo "round {round} file $n" > acked-{round}-$n &&
+                    sync acked-{round}-$n &&
+                    echo acked-{round}-$n >> '{acked}'
                 [ $n -gt 0 ] && rm -rf r{round}-$((n-1)) && mv acked-{round}-$((n-1)) old-{round}-$((n-1))
                 n=$((n+1))
             done

@@ -53,15 +53,12 @@ fn timestamp(t: TimeOrNow) -> Timestamp {
     };
     match st.duration_since(UNIX_EPOCH) {
         Ok(d) => Timestamp::new(d.as_secs() as i64, d.subsec_nanos()),
-        Err(e) => {
-            let d = e.duration();
-            let (sec, nsec) = (d.as_secs() as i64, d.subsec_nanos());
-            if nsec == 0 {
-                Timestamp::new(-sec, 0)
-            } else {
-                Timestamp::new(-sec - 1, 1_000_000_000 - nsec)
-            }
-        }
+        // fuser 0.18 turns the kernel's (sec < 0, nsec) into EPOCH - (|sec| s
+        // + nsec ns) where it means EPOCH - |sec| s + nsec ns; undo exactly that.
+        Err(e) => Timestamp::new(
+            -(e.duration().as_secs() as i64),
+            e.duration().subsec_nanos(),
+        ),
     }
 }
 
@@ -128,7 +125,12 @@ fn xattr_reply(reply: ReplyXattr, size: u32, r: crate::master::Result<Vec<u8>>) 
 }
 
 impl Filesystem for FuseMaster {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // The kernel enforces POSIX ACLs (read from the xattrs) as a local
+        // filesystem does, and leaves the umask to us (see MasterFs::new_node).
+        config
+            .add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL)
+            .map_err(|_| std::io::Error::other("the kernel does not support POSIX ACLs on FUSE"))?;
         Ok(())
     }
 

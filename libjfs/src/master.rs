@@ -71,6 +71,9 @@ struct Inode {
     names: Vec<(u64, Vec<u8>)>,
     /// Lookups the kernel holds (see FUSE `forget`).
     lookups: u64,
+    /// Directories stay in the table once known: other entries name them as
+    /// their parent.
+    dir: bool,
 }
 
 struct Handle {
@@ -148,6 +151,31 @@ fn name_ok(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The permission bits a POSIX ACL xattr value stands for: owner, mask (or
+/// owning group when there is no mask), other. Version 2 layout: a u32
+/// version, then (u16 tag, u16 perm, u32 id) entries.
+fn acl_mode(acl: &[u8]) -> Option<u32> {
+    if acl.len() < 4
+        || u32::from_le_bytes(acl[0..4].try_into().ok()?) != 2
+        || !(acl.len() - 4).is_multiple_of(8)
+    {
+        return None;
+    }
+    let (mut user, mut group, mut mask, mut other) = (0, 0, None, 0);
+    for e in acl[4..].chunks(8) {
+        let tag = u16::from_le_bytes([e[0], e[1]]);
+        let perm = u16::from_le_bytes([e[2], e[3]]) as u32 & 0o7;
+        match tag {
+            0x01 => user = perm,
+            0x04 => group = perm,
+            0x10 => mask = Some(perm),
+            0x20 => other = perm,
+            _ => {}
+        }
+    }
+    Some(0o7000 | user << 6 | mask.unwrap_or(group) << 3 | other)
+}
+
 /// Who asks: the caller's ids, for ownership of what it creates.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
@@ -173,6 +201,7 @@ impl MasterFs {
             Inode {
                 names: Vec::new(),
                 lookups: 1,
+                dir: true,
             },
         );
         Ok(MasterFs {
@@ -287,6 +316,7 @@ impl MasterFs {
             };
             let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
             let node = inodes.entry(attr.ino).or_default();
+            node.dir = attr.kind == FileKind::Directory;
             if !node.names.iter().any(|(p, n)| *p == parent && n == name) {
                 node.names.push((parent, name.to_vec()));
             }
@@ -341,19 +371,20 @@ impl MasterFs {
         }
     }
 
-    /// Records that `ino` is known as `name` in `parent`, and counts a lookup.
-    fn remember(&self, ino: u64, parent: u64, name: &[u8]) {
+    /// Records that `attr`'s inode is known as `name` in `parent`, and counts a lookup.
+    fn remember(&self, attr: &Attr, parent: u64, name: &[u8]) {
         let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
-        let node = inodes.entry(ino).or_default();
+        let node = inodes.entry(attr.ino).or_default();
+        node.dir = attr.kind == FileKind::Directory;
         if !node.names.iter().any(|(p, n)| *p == parent && n == name) {
             node.names.push((parent, name.to_vec()));
         }
         node.lookups += 1;
     }
 
-    fn forget_name(&self, parent: u64, name: &[u8]) {
+    fn forget_name(&self, ino: u64, parent: u64, name: &[u8]) {
         let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
-        for node in inodes.values_mut() {
+        if let Some(node) = inodes.get_mut(&ino) {
             node.names.retain(|(p, n)| !(*p == parent && n == name));
         }
     }
@@ -376,7 +407,7 @@ impl MasterFs {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         let path = self.child_path(parent, name)?;
         let attr = self.stat_path(Some(&path))?;
-        self.remember(attr.ino, parent, name);
+        self.remember(&attr, parent, name);
         Ok(attr)
     }
 
@@ -388,15 +419,9 @@ impl MasterFs {
         let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
         if let Some(node) = inodes.get_mut(&ino) {
             node.lookups = node.lookups.saturating_sub(n);
-            let is_parent = |i: &u64| *i == ino;
-            if node.lookups == 0 {
-                // Keep directories that others name as their parent.
-                let referenced = inodes
-                    .values()
-                    .any(|o| o.names.iter().any(|(p, _)| is_parent(p)));
-                if !referenced {
-                    inodes.remove(&ino);
-                }
+            // A directory stays while it has a name: entries below name it.
+            if node.lookups == 0 && (!node.dir || node.names.is_empty()) {
+                inodes.remove(&ino);
             }
         }
     }
@@ -508,21 +533,31 @@ impl MasterFs {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        let path = self.path_of(ino)?;
-        let p = self.backing(path.as_ref());
         let mut buf = vec![0u8; 64 << 10];
-        let n = rustix::fs::lgetxattr(&p, name, &mut buf)?;
+        let n = match self.path_of(ino) {
+            Ok(path) => rustix::fs::lgetxattr(self.backing(path.as_ref()), name, &mut buf)?,
+            Err(_) => rustix::fs::fgetxattr(self.detached(ino)?, name, &mut buf)?,
+        };
         buf.truncate(n);
         Ok(buf)
     }
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
-        let path = self.path_of(ino)?;
-        let p = self.backing(path.as_ref());
         let mut buf = vec![0u8; 64 << 10];
-        let n = rustix::fs::llistxattr(&p, &mut buf)?;
+        let n = match self.path_of(ino) {
+            Ok(path) => rustix::fs::llistxattr(self.backing(path.as_ref()), &mut buf)?,
+            Err(_) => rustix::fs::flistxattr(self.detached(ino)?, &mut buf)?,
+        };
         buf.truncate(n);
         Ok(buf)
+    }
+
+    /// The handle of a file that was unlinked while open (no links left).
+    fn detached(&self, ino: u64) -> Result<File> {
+        match self.locate(ino)? {
+            Located::Detached(file) => Ok(file),
+            Located::Path(_) => Err(Errno::NOENT),
+        }
     }
 
     pub fn statfs(&self) -> Result<rustix::fs::StatVfs> {
@@ -539,7 +574,12 @@ impl MasterFs {
         caller: Caller,
         is_dir: bool,
     ) -> Result<NewNode> {
-        let mut perm = mode & !umask & 0o7777;
+        // With a default ACL on the parent, the ACL masks the mode instead of
+        // the umask, as on a local filesystem (the kernel leaves both to us).
+        let mut perm = match self.getxattr(parent, b"system.posix_acl_default") {
+            Ok(acl) => mode & acl_mode(&acl).unwrap_or(0o777) & 0o7777,
+            Err(_) => mode & !umask & 0o7777,
+        };
         let mut gid = caller.gid;
         // A setgid directory gives its group to new nodes, and its bit to new directories.
         let parent_attr = self.getattr(parent)?;
@@ -558,7 +598,7 @@ impl MasterFs {
 
     fn created(&self, parent: u64, name: &[u8], path: &RelPath) -> Result<Attr> {
         let attr = self.stat_path(Some(path))?;
-        self.remember(attr.ino, parent, name);
+        self.remember(&attr, parent, name);
         Ok(attr)
     }
 
@@ -661,15 +701,17 @@ impl MasterFs {
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
         let path = self.child_path(parent, name)?;
+        let ino = self.stat_path(Some(&path))?.ino;
         self.commit(Op::Unlink { path })?;
-        self.forget_name(parent, name);
+        self.forget_name(ino, parent, name);
         Ok(())
     }
 
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
         let path = self.child_path(parent, name)?;
+        let ino = self.stat_path(Some(&path))?.ino;
         self.commit(Op::Rmdir { path })?;
-        self.forget_name(parent, name);
+        self.forget_name(ino, parent, name);
         Ok(())
     }
 
@@ -683,7 +725,8 @@ impl MasterFs {
     ) -> Result<()> {
         let from = self.child_path(parent, name)?;
         let to = self.child_path(newparent, newname)?;
-        let src = self.stat_path(Some(&from))?.ino;
+        let src_attr = self.stat_path(Some(&from))?;
+        let src = src_attr.ino;
         let dst = self.stat_path(Some(&to)).ok().map(|a| a.ino);
         if dst == Some(src) && mode != RenameMode::Exchange {
             // Two names of one inode: POSIX says rename does nothing.
@@ -730,6 +773,7 @@ impl MasterFs {
                             Inode {
                                 names: vec![(newparent, newname.to_vec())],
                                 lookups: 0,
+                                dir: src_attr.kind == FileKind::Directory,
                             },
                         );
                     }
@@ -773,6 +817,37 @@ impl MasterFs {
             }
         }
         if mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some() {
+            if let Some(Located::Detached(file)) = &located {
+                // Unlinked while open: change the file itself, unjournaled.
+                if uid.is_some() || gid.is_some() {
+                    rustix::fs::fchown(
+                        file,
+                        uid.map(rustix::fs::Uid::from_raw),
+                        gid.map(rustix::fs::Gid::from_raw),
+                    )?;
+                }
+                if let Some(m) = mode {
+                    rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(m & 0o7777))?;
+                }
+                if atime.is_some() || mtime.is_some() {
+                    let ts = |t: Option<Timestamp>| match t {
+                        Some(t) => rustix::fs::Timespec {
+                            tv_sec: t.sec,
+                            tv_nsec: t.nsec as _,
+                        },
+                        None => rustix::fs::Timespec {
+                            tv_sec: 0,
+                            tv_nsec: rustix::fs::UTIME_OMIT,
+                        },
+                    };
+                    let times = rustix::fs::Timestamps {
+                        last_access: ts(atime),
+                        last_modification: ts(mtime),
+                    };
+                    rustix::fs::futimens(file, &times)?;
+                }
+                return self.getattr(ino);
+            }
             match node {
                 Some(node) => {
                     let op = Op::SetAttr {
@@ -819,27 +894,27 @@ impl MasterFs {
     }
 
     pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
-        let Located::Path(path) = self.locate(ino)? else {
-            return Err(Errno::NOENT);
-        };
         let keep = mode & libc_o::FALLOC_FL_KEEP_SIZE != 0;
-        let mode = if mode & libc_o::FALLOC_FL_PUNCH_HOLE != 0 {
-            FallocateMode::PunchHole
-        } else if mode & libc_o::FALLOC_FL_ZERO_RANGE != 0 {
-            FallocateMode::ZeroRange
-        } else if keep {
-            FallocateMode::KeepSize
-        } else if mode == 0 {
-            FallocateMode::Allocate
-        } else {
-            return Err(Errno::OPNOTSUPP);
+        let fmode = match mode & !libc_o::FALLOC_FL_KEEP_SIZE {
+            libc_o::FALLOC_FL_PUNCH_HOLE if keep => FallocateMode::PunchHole,
+            libc_o::FALLOC_FL_ZERO_RANGE if keep => FallocateMode::ZeroRangeKeepSize,
+            libc_o::FALLOC_FL_ZERO_RANGE => FallocateMode::ZeroRange,
+            0 if keep => FallocateMode::KeepSize,
+            0 => FallocateMode::Allocate,
+            _ => return Err(Errno::OPNOTSUPP),
         };
-        self.commit(Op::Fallocate {
-            path,
-            mode,
-            offset,
-            len,
-        })
+        match self.locate(ino)? {
+            Located::Path(path) => self.commit(Op::Fallocate {
+                path,
+                mode: fmode,
+                offset,
+                len,
+            }),
+            Located::Detached(file) => {
+                let flags = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
+                rustix::fs::fallocate(&file, flags, offset, len)
+            }
+        }
     }
 
     pub fn copy_range(
@@ -850,29 +925,79 @@ impl MasterFs {
         off_out: u64,
         len: u64,
     ) -> Result<u64> {
-        let (Located::Path(src), Located::Path(dst)) =
-            (self.locate(ino_in)?, self.locate(ino_out)?)
-        else {
-            return Err(Errno::NOENT);
-        };
+        let (src, dst) = (self.locate(ino_in)?, self.locate(ino_out)?);
         // Copy what exists: a range past the source's end is cut short, as by the kernel.
-        let size = self.stat_path(Some(&src))?.size;
+        let size = match &src {
+            Located::Path(p) => self.stat_path(Some(p))?.size,
+            Located::Detached(f) => f.metadata().map_err(|e| errno_of(&e))?.len(),
+        };
         let len = len.min(size.saturating_sub(off_in));
         if len == 0 {
             return Ok(0);
         }
-        self.commit(Op::CopyRange {
-            src,
-            src_offset: off_in,
-            dst,
-            dst_offset: off_out,
-            len,
-        })?;
+        match (src, dst) {
+            (Located::Path(src), Located::Path(dst)) => {
+                self.commit(Op::CopyRange {
+                    src,
+                    src_offset: off_in,
+                    dst,
+                    dst_offset: off_out,
+                    len,
+                })?;
+            }
+            // The source is no longer in the tree, so no record can name it:
+            // its bytes travel in write records.
+            (Located::Detached(src), Located::Path(dst)) => {
+                let mut buf = vec![0u8; len.min(crate::record::MAX_WRITE as u64) as usize];
+                let mut done = 0u64;
+                while done < len {
+                    let n = (len - done).min(buf.len() as u64) as usize;
+                    src.read_exact_at(&mut buf[..n], off_in + done)
+                        .map_err(|e| errno_of(&e))?;
+                    let op = Op::Write {
+                        path: dst.clone(),
+                        offset: off_out + done,
+                        data: buf[..n].to_vec(),
+                    };
+                    self.commit(op)?;
+                    done += n as u64;
+                }
+            }
+            // The target is no longer in the tree: copy into it, unjournaled.
+            (src, Located::Detached(dst)) => {
+                let src = match src {
+                    Located::Detached(f) => f,
+                    Located::Path(p) => {
+                        File::open(self.backing(Some(&p))).map_err(|e| errno_of(&e))?
+                    }
+                };
+                let (mut i, mut o, mut left) = (off_in, off_out, len);
+                while left > 0 {
+                    let n = rustix::fs::copy_file_range(
+                        &src,
+                        Some(&mut i),
+                        &dst,
+                        Some(&mut o),
+                        left as usize,
+                    )?;
+                    if n == 0 {
+                        break;
+                    }
+                    left -= n as u64;
+                }
+            }
+        }
         Ok(len)
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
-        let node = self.node_of(ino)?;
+        let node = match self.node_of(ino) {
+            Ok(node) => node,
+            Err(_) => {
+                let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
+                return rustix::fs::fsetxattr(self.detached(ino)?, name, value, flags);
+            }
+        };
         if flags != 0 {
             let exists = self.getxattr(ino, name).is_ok();
             if flags & libc_o::XATTR_CREATE != 0 && exists {
@@ -890,7 +1015,10 @@ impl MasterFs {
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
-        let node = self.node_of(ino)?;
+        let node = match self.node_of(ino) {
+            Ok(node) => node,
+            Err(_) => return rustix::fs::fremovexattr(self.detached(ino)?, name),
+        };
         self.commit(Op::RemoveXattr {
             node,
             name: name.to_vec(),

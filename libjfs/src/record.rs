@@ -114,6 +114,8 @@ pub enum FallocateMode {
     PunchHole,
     /// Zero the range, extending the size if needed.
     ZeroRange,
+    /// Zero the range without changing the size.
+    ZeroRangeKeepSize,
 }
 
 /// A named point in the journal.

@@ -443,6 +443,9 @@ impl Tree {
                         FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE
                     }
                     FallocateMode::ZeroRange => FallocateFlags::ZERO_RANGE,
+                    FallocateMode::ZeroRangeKeepSize => {
+                        FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE
+                    }
                 };
                 rfs::fallocate(&fd, flags, *offset, *len)
                     .map_err(|e| io_err(format!("fallocate {path}"), e))

@@ -142,12 +142,26 @@ impl MountedMaster {
 
     /// Unmounts the way an admin would (fusermount3 -u) and waits for a clean exit.
     pub fn unmount(mut self) -> String {
-        let st = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.mnt)
-            .status()
-            .expect("run fusermount3");
-        assert!(st.success(), "fusermount3 -u {} failed", self.mnt.display());
+        // The kernel sends FUSE release requests after close() returns, so a
+        // mount can be busy for a moment after the last file is closed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .output()
+                .expect("run fusermount3");
+            if out.status.success() {
+                break;
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("busy") && std::time::Instant::now() < deadline,
+                "fusermount3 -u {} failed: {err}",
+                self.mnt.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let (status, err) = finish(self.child.take().unwrap());
         assert!(status.success(), "jfs-master exited with {status}: {err}");
         err
