@@ -108,6 +108,20 @@ fn entry(reply: ReplyEntry, r: crate::master::Result<Attr>) {
     }
 }
 
+fn attr_reply(reply: ReplyAttr, r: crate::master::Result<Attr>) {
+    match r {
+        Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn data_reply(reply: ReplyData, r: crate::master::Result<Vec<u8>>) {
+    match r {
+        Ok(d) => reply.data(&d),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn empty(reply: ReplyEmpty, r: crate::master::Result<()>) {
     match r {
         Ok(()) => reply.ok(),
@@ -143,10 +157,7 @@ impl Filesystem for FuseMaster {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(errno(e)),
-        }
+        attr_reply(reply, self.fs.getattr(ino.0))
     }
 
     fn setattr(
@@ -176,17 +187,11 @@ impl Filesystem for FuseMaster {
             atime.map(timestamp),
             mtime.map(timestamp),
         );
-        match r {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(errno(e)),
-        }
+        attr_reply(reply, r)
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(e)),
-        }
+        data_reply(reply, self.fs.readlink(ino.0))
     }
 
     fn mknod(
@@ -312,10 +317,7 @@ impl Filesystem for FuseMaster {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(e)),
-        }
+        data_reply(reply, self.fs.read(fh.0, offset, size))
     }
 
     fn write(
