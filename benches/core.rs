@@ -19,6 +19,9 @@
 //! so each figure is the fastest round, with the median beside it.
 //! MB is 10^6 bytes, MiB 2^20.
 
+mod common;
+
+use common::{loadavg, mb, secs, unescape_mount};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
@@ -141,29 +144,12 @@ fn main() -> Result<()> {
 
 // ---------------------------------------------------------------- helpers
 
-/// The 1, 5 and 15 minute load averages.
-fn loadavg() -> String {
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    load.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
-}
-
 fn mb_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / secs(d)
 }
 
 fn per_s(n: usize, d: Duration) -> f64 {
     n as f64 / secs(d)
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
 }
 
 /// Writes every dirty page of every filesystem back, so that a timed case
@@ -275,29 +261,6 @@ fn print_machine(ctx: &Ctx) -> Result<()> {
         ctx.scale
     );
     Ok(())
-}
-
-/// Mount points in /proc/mounts escape space, tab, newline and backslash in octal.
-fn unescape_mount(s: &str) -> PathBuf {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = b[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(OsStr::from_bytes(&out))
 }
 
 // ---------------------------------------------------------------- source tree
