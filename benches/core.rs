@@ -200,20 +200,7 @@ fn remove_all(path: &Path) -> Result<()> {
 // ---------------------------------------------------------------- machine
 
 fn print_machine(ctx: &Ctx) -> Result<()> {
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "?".into());
-    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .map(|l| l.trim().to_owned())
-        .unwrap_or_else(|| "?".into());
+    let (nproc, kernel, cpu, mem) = common::machine();
     let canon = fs::canonicalize(&ctx.dir)?;
     let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
     let mount = mounts

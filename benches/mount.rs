@@ -895,20 +895,7 @@ impl Row {
 }
 
 fn print_machine(dir: &Path, scale: f64) -> Result<()> {
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "?".into());
-    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .map(|l| l.trim().to_owned())
-        .unwrap_or_else(|| "?".into());
+    let (nproc, kernel, cpu, mem) = common::machine();
     let canon = fs::canonicalize(dir)?;
     let mount = mounts()
         .into_iter()

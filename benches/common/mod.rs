@@ -18,6 +18,28 @@ pub fn loadavg() -> String {
         .join(" ")
 }
 
+/// Cores, kernel release, CPU model and memory, as /proc tells them.
+pub fn machine() -> (usize, String, String, String) {
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let field = |file: &str, key: &str| {
+        fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(key)
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    (
+        nproc,
+        kernel,
+        field("/proc/cpuinfo", "model name"),
+        field("/proc/meminfo", "MemTotal"),
+    )
+}
+
 /// Bytes as decimal megabytes.
 pub fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6

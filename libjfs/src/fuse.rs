@@ -122,6 +122,13 @@ fn data_reply(reply: ReplyData, r: crate::master::Result<Vec<u8>>) {
     }
 }
 
+fn opened_reply(reply: ReplyOpen, r: crate::master::Result<u64>) {
+    match r {
+        Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn empty(reply: ReplyEmpty, r: crate::master::Result<()>) {
     match r {
         Ok(()) => reply.ok(),
@@ -300,10 +307,7 @@ impl Filesystem for FuseMaster {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
-        }
+        opened_reply(reply, self.fs.open(ino.0, flags.0))
     }
 
     fn read(
@@ -375,10 +379,7 @@ impl Filesystem for FuseMaster {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
-        }
+        opened_reply(reply, self.fs.opendir(ino.0))
     }
 
     fn readdir(
