@@ -52,7 +52,7 @@ impl ApplyError {
         matches!(
             self,
             ApplyError::Tree {
-                source: TreeError::Refused(_),
+                source: TreeError::Refused { .. },
                 ..
             }
         )
@@ -245,7 +245,7 @@ impl Applier {
                 Ok(())
             }
             Err(source) => {
-                let refused = matches!(source, TreeError::Refused(_));
+                let refused = matches!(source, TreeError::Refused { .. });
                 if refused && redo.is_none() {
                     // Nothing changed: the record is simply not applied.
                     if let Some(slot) = &self.slot {

@@ -108,9 +108,9 @@ fn errno_of(e: &io::Error) -> Errno {
 fn commit_errno(e: &VolumeError) -> Errno {
     match e {
         VolumeError::Apply(ApplyError::Tree {
-            source: TreeError::Refused(msg),
+            source: TreeError::Refused { errno, .. },
             ..
-        }) => refusal_errno(msg),
+        }) => *errno,
         VolumeError::Apply(ApplyError::Tree {
             source: TreeError::Io { source, .. },
             ..
@@ -118,26 +118,6 @@ fn commit_errno(e: &VolumeError) -> Errno {
         VolumeError::Journal(crate::JournalError::Io { source, .. }) => errno_of(source),
         _ => Errno::IO,
     }
-}
-
-/// Maps the applier's refusal reasons back to the errno a local filesystem gives.
-fn refusal_errno(msg: &str) -> Errno {
-    const TABLE: &[(&str, Errno)] = &[
-        ("already exists", Errno::EXIST),
-        ("does not exist", Errno::NOENT),
-        ("not empty", Errno::NOTEMPTY),
-        ("is a directory", Errno::ISDIR),
-        ("not a directory", Errno::NOTDIR),
-        ("not a regular file", Errno::INVAL),
-        ("not permitted", Errno::PERM),
-        ("symlink", Errno::LOOP),
-        ("no such xattr", Errno::NODATA),
-        ("shorter than", Errno::INVAL),
-    ];
-    TABLE
-        .iter()
-        .find(|(k, _)| msg.contains(k))
-        .map_or(Errno::IO, |(_, e)| *e)
 }
 
 fn name_ok(name: &[u8]) -> Result<()> {

@@ -36,8 +36,9 @@ use crate::record::{
 pub enum TreeError {
     /// The record is refused and nothing was changed: it would escape the tree,
     /// go through a symlink, or it does not fit the tree (the replica diverged).
-    #[error("{0}")]
-    Refused(String),
+    /// `errno` is what a local filesystem answers in the same case.
+    #[error("{reason}")]
+    Refused { errno: Errno, reason: String },
     /// The system failed part-way; the operation may be partly applied and is
     /// completed by its redo form.
     #[error("{context}")]
@@ -134,7 +135,7 @@ impl Tree {
             Errno::NOTDIR => "a component on the way is not a directory".to_string(),
             e => format!("cannot resolve the path: {e}"),
         };
-        TreeError::Refused(format!("{what}: {why}"))
+        refused(e, format!("{what}: {why}"))
     }
 
     /// Resolves the directory holding `path`, refusing symlinks and escapes.
@@ -183,11 +184,11 @@ impl Tree {
     fn open_regular(&self, path: &RelPath, flags: OFlags) -> Result<OwnedFd> {
         let at = self.at(path)?;
         let (pinned, st) = Tree::open_path(&at).map_err(|e| match e {
-            Errno::NOENT => TreeError::Refused(format!("{path}: does not exist")),
-            e => TreeError::Refused(format!("{path}: {e}")),
+            Errno::NOENT => refused(Errno::NOENT, format!("{path}: does not exist")),
+            e => refused(e, format!("{path}: {e}")),
         })?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(TreeError::Refused(format!("{path}: not a regular file")));
+            return Err(refused(Errno::INVAL, format!("{path}: not a regular file")));
         }
         rfs::open(
             proc_fd(&pinned),
@@ -308,9 +309,10 @@ impl Tree {
                 let (pinned, st) =
                     Tree::open_path(&at).map_err(|e| io_err(format!("open {path}"), e))?;
                 if FileType::from_raw_mode(st.st_mode) != ft {
-                    return Err(TreeError::Refused(format!(
-                        "{path}: exists with another type"
-                    )));
+                    return Err(refused(
+                        Errno::EXIST,
+                        format!("{path}: exists with another type"),
+                    ));
                 }
                 set_owner_mode_pinned(&pinned, node, path)
             }
@@ -327,9 +329,10 @@ impl Tree {
                         let old = rfs::readlinkat(at.dir.fd(), at.name.as_c_str(), Vec::new())
                             .map_err(|e| io_err(format!("readlink {path}"), e))?;
                         if old.as_bytes() != target.as_slice() {
-                            return Err(TreeError::Refused(format!(
-                                "{path}: exists with another target"
-                            )));
+                            return Err(refused(
+                                Errno::EXIST,
+                                format!("{path}: exists with another target"),
+                            ));
                         }
                     }
                     Err(e) => return Err(exists_or_io(path, "symlink", e)),
@@ -364,9 +367,10 @@ impl Tree {
                         if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) {
                             Ok(())
                         } else {
-                            Err(TreeError::Refused(format!(
-                                "{to}: exists and is not a link of {from}"
-                            )))
+                            Err(refused(
+                                Errno::EXIST,
+                                format!("{to}: exists and is not a link of {from}"),
+                            ))
                         }
                     }
                     Err(e) => Err(missing_exists_or_io(from, "link", e)),
@@ -473,9 +477,10 @@ impl Tree {
                     let (pinned, st) = Tree::open_path(&at)
                         .map_err(|e| missing_exists_or_io_node(node, "chmod", e))?;
                     if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
-                        return Err(TreeError::Refused(format!(
-                            "{node}: cannot change the mode of a symlink"
-                        )));
+                        return Err(refused(
+                            Errno::OPNOTSUPP,
+                            format!("{node}: cannot change the mode of a symlink"),
+                        ));
                     }
                     rfs::chmod(proc_fd(&pinned), Mode::from_raw_mode(*mode))
                         .map_err(|e| io_err(format!("chmod {node}"), e))?;
@@ -510,7 +515,7 @@ impl Tree {
                     Ok(()) => Ok(()),
                     Err(Errno::NODATA) if redo_mode => Ok(()),
                     Err(Errno::NODATA) => {
-                        Err(TreeError::Refused(format!("{node}: has no such xattr")))
+                        Err(refused(Errno::NODATA, format!("{node}: has no such xattr")))
                     }
                     Err(e) => Err(missing_exists_or_io_node(node, "removexattr", e)),
                 }
@@ -536,9 +541,10 @@ impl Tree {
                     )
                     .map_err(|e| io_err(format!("copy {src} to {dst}"), e))?;
                     if n == 0 {
-                        return Err(TreeError::Refused(format!(
-                            "{src}: shorter than the copied range"
-                        )));
+                        return Err(refused(
+                            Errno::INVAL,
+                            format!("{src}: shorter than the copied range"),
+                        ));
                     }
                     left -= n as u64;
                 }
@@ -564,6 +570,10 @@ fn proc_at(at: &At<'_>) -> PathBuf {
     PathBuf::from(std::ffi::OsStr::from_bytes(&p))
 }
 
+fn refused(errno: Errno, reason: String) -> TreeError {
+    TreeError::Refused { errno, reason }
+}
+
 fn io_err(context: String, e: Errno) -> TreeError {
     TreeError::Io {
         context,
@@ -574,7 +584,7 @@ fn io_err(context: String, e: Errno) -> TreeError {
 /// EEXIST means the tree does not match the journal: refuse, change nothing.
 fn exists_or_io(path: &RelPath, what: &str, e: Errno) -> TreeError {
     match e {
-        Errno::EXIST => TreeError::Refused(format!("{path}: already exists ({what})")),
+        Errno::EXIST => refused(Errno::EXIST, format!("{path}: already exists ({what})")),
         e => io_err(format!("{what} {path}"), e),
     }
 }
@@ -595,7 +605,7 @@ fn missing_exists_or_io_node(node: &Node, what: &str, e: Errno) -> TreeError {
         Errno::LOOP => "a symlink lies on the way",
         _ => return io_err(format!("{what} {node}"), e),
     };
-    TreeError::Refused(format!("{node}: {why} ({what})"))
+    refused(e, format!("{node}: {why} ({what})"))
 }
 
 fn set_owner_mode(fd: &OwnedFd, node: &NewNode, path: &RelPath) -> Result<()> {

@@ -473,17 +473,6 @@ impl Volume {
         self.sync()?;
         Ok(())
     }
-
-    /// Resolves `SEQ` or a snapshot name to a sequence number held in the journal.
-    pub fn resolve(&self, target: &Target) -> Result<u64> {
-        match target {
-            Target::Seq(seq) => Ok(*seq),
-            Target::Snapshot(name) => self
-                .snapshot(name)?
-                .map(|p| p.seq)
-                .ok_or_else(|| VolumeError::Snapshot(format!("no snapshot named {name:?}"))),
-        }
-    }
 }
 
 fn lock_volume(path: &Path) -> Result<File> {
