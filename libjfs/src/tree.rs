@@ -222,9 +222,21 @@ impl Tree {
     /// With `redo = Some(fingerprint)` the operation may already have happened,
     /// wholly or in part; it is completed without being done twice.
     pub fn apply(&self, record: &Record, redo: Option<u64>) -> Result<()> {
-        self.apply_op(&record.op, redo)?;
+        let mut written = None;
+        self.apply_op(&record.op, redo, &mut written)?;
         for m in &record.mtimes {
-            self.set_mtime(m)?;
+            match &written {
+                // The file just written is still open: no need to resolve its path again.
+                Some((path, fd)) if m.node.path() == Some(*path) => {
+                    let times = Timestamps {
+                        last_access: OMIT,
+                        last_modification: ts(m.mtime),
+                    };
+                    rfs::futimens(fd, &times)
+                        .map_err(|e| io_err(format!("set mtime of {path}"), e))?;
+                }
+                _ => self.set_mtime(m)?,
+            }
         }
         Ok(())
     }
@@ -244,7 +256,13 @@ impl Tree {
         .map_err(|e| io_err(format!("set mtime of {}", m.node), e))
     }
 
-    fn apply_op(&self, op: &Op, redo: Option<u64>) -> Result<()> {
+    /// Applies `op`; an op that writes a file leaves it open in `written`.
+    fn apply_op<'o>(
+        &self,
+        op: &'o Op,
+        redo: Option<u64>,
+        written: &mut Option<(&'o RelPath, OwnedFd)>,
+    ) -> Result<()> {
         let redo_mode = redo.is_some();
         match op {
             Op::Create { path, node } => {
@@ -421,17 +439,20 @@ impl Tree {
                 }
             }
             Op::Write { path, offset, data } => {
-                let fd = self.open_regular(path, OFlags::WRONLY)?;
-                std::fs::File::from(fd)
-                    .write_all_at(data, *offset)
+                let file = std::fs::File::from(self.open_regular(path, OFlags::WRONLY)?);
+                file.write_all_at(data, *offset)
                     .map_err(|e| TreeError::Io {
                         context: format!("write {path}"),
                         source: e,
-                    })
+                    })?;
+                *written = Some((path, file.into()));
+                Ok(())
             }
             Op::Truncate { path, size } => {
                 let fd = self.open_regular(path, OFlags::WRONLY)?;
-                rfs::ftruncate(&fd, *size).map_err(|e| io_err(format!("truncate {path}"), e))
+                rfs::ftruncate(&fd, *size).map_err(|e| io_err(format!("truncate {path}"), e))?;
+                *written = Some((path, fd));
+                Ok(())
             }
             Op::Fallocate {
                 path,
@@ -452,7 +473,9 @@ impl Tree {
                     }
                 };
                 rfs::fallocate(&fd, flags, *offset, *len)
-                    .map_err(|e| io_err(format!("fallocate {path}"), e))
+                    .map_err(|e| io_err(format!("fallocate {path}"), e))?;
+                *written = Some((path, fd));
+                Ok(())
             }
             Op::SetAttr {
                 node,
@@ -548,6 +571,7 @@ impl Tree {
                     }
                     left -= n as u64;
                 }
+                *written = Some((dst, output));
                 Ok(())
             }
             Op::Marker(_) => Ok(()),

@@ -92,3 +92,89 @@ fn commit_reopen_materialize() {
         Err(libjfs::VolumeError::InUse { .. })
     ));
 }
+
+/// The mtimes a record carries are the ones the tree ends with, for the
+/// file a data op writes (set on its open handle) and for other nodes.
+#[test]
+fn records_leave_exactly_their_mtimes() {
+    use libjfs::record::{FallocateMode, SetMtime};
+    use libjfs::{Record, Timestamp};
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = libjfs::tree::Tree::open(dir.path()).unwrap();
+    let node = NewNode {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    let ops = vec![
+        Op::Create { path: p("a"), node },
+        Op::Create { path: p("b"), node },
+        Op::Write {
+            path: p("a"),
+            offset: 0,
+            data: b"hello world".to_vec(),
+        },
+        Op::Truncate {
+            path: p("a"),
+            size: 5,
+        },
+        Op::Fallocate {
+            path: p("a"),
+            mode: FallocateMode::KeepSize,
+            offset: 0,
+            len: 4096,
+        },
+        Op::CopyRange {
+            src: p("a"),
+            src_offset: 0,
+            dst: p("b"),
+            dst_offset: 0,
+            len: 5,
+        },
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        let file = Timestamp::new(1_000_000 + i as i64, 123_456_789 - i as u32);
+        let root = Timestamp::new(2_000_000 + i as i64, 7);
+        let target = match &op {
+            Op::CopyRange { dst, .. } => dst.clone(),
+            Op::Create { path, .. }
+            | Op::Write { path, .. }
+            | Op::Truncate { path, .. }
+            | Op::Fallocate { path, .. } => path.clone(),
+            _ => unreachable!(),
+        };
+        let mtimes = vec![
+            SetMtime {
+                node: Node::Path(target.clone()),
+                mtime: file,
+            },
+            SetMtime {
+                node: Node::Root,
+                mtime: root,
+            },
+        ];
+        let record = Record {
+            seq: i as u64 + 1,
+            time: file,
+            op,
+            mtimes,
+            before: vec![],
+        };
+        tree.apply(&record, None).unwrap();
+        let md = std::fs::metadata(dir.path().join(target.as_path())).unwrap();
+        assert_eq!(
+            (md.mtime(), md.mtime_nsec() as u32),
+            (file.sec, file.nsec),
+            "{}",
+            record.op
+        );
+        let md = std::fs::metadata(dir.path()).unwrap();
+        assert_eq!(
+            (md.mtime(), md.mtime_nsec() as u32),
+            (root.sec, root.nsec),
+            "{}",
+            record.op
+        );
+    }
+}
