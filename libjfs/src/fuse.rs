@@ -601,7 +601,7 @@ impl std::fmt::Display for SyncPolicy {
 }
 
 /// Why a mount point cannot be used.
-fn check_mountpoint(mnt: &Path) -> std::io::Result<()> {
+pub(crate) fn check_mountpoint(mnt: &Path) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
     use std::os::unix::fs::MetadataExt;
     let md = match std::fs::metadata(mnt) {

@@ -29,6 +29,8 @@ pub mod materialize;
 pub mod path;
 pub mod position;
 pub mod record;
+#[cfg(feature = "fuse")]
+pub mod rofs;
 pub mod tree;
 pub mod volume;
 
