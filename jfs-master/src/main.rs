@@ -34,7 +34,7 @@ enum Command {
     /// Serve the volume's tree at MOUNTPOINT, journaling every change, until
     /// unmounted (fusermount3 -u, umount, SIGTERM or SIGINT).
     #[command(
-        after_help = "Sync policies:\n  fsync         fsync/fdatasync on the mount returns once the journal is durable (default)\n  interval[:MS] the journal is made durable every MS milliseconds (default 100); fsync returns at once\n\nExamples:\n  jfs-master mount /srv/www.jfs /var/www\n  jfs-master mount /srv/www.jfs /var/www --sync interval:50"
+        after_help = "Sync policies:\n  fsync         fsync/fdatasync on the mount returns once the journal is durable (default)\n  interval[:MS] the journal is made durable every MS milliseconds (default 100); fsync returns at once\n\nExamples:\n  jfs-master mount /srv/www.jfs /var/www\n  jfs-master mount /srv/www.jfs /var/www --sync interval:50\n  jfs-master mount /srv/www.jfs /var/www --listen 0.0.0.0:7420"
     )]
     Mount {
         vol: PathBuf,
@@ -42,6 +42,10 @@ enum Command {
         /// When the journal is made durable: fsync, interval or interval:MS.
         #[arg(long, default_value = "fsync")]
         sync: libjfs::fuse::SyncPolicy,
+        /// Serve the journal to replicas on ADDR (HOST, HOST:PORT; port 0
+        /// picks a free one). Without a value: 127.0.0.1:7420.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7420")]
+        listen: Option<String>,
     },
     /// Print the journal's records, one per line.
     #[command(
@@ -56,12 +60,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the volume's position and journal.
-    #[command(after_help = "Example:\n  jfs-master status /srv/www.jfs --json")]
+    /// Show the volume's position, journal and replicas.
+    #[command(
+        after_help = "Exit codes:\n  0  every replica within the limits given (or none given)\n  1  the status could not be read\n  4  a replica lags past --max-lag-records or --max-lag-seconds\n\nExamples:\n  jfs-master status /srv/www.jfs --json\n  jfs-master status /srv/www.jfs --max-lag-seconds 60 || page-the-admin"
+    )]
     Status {
         vol: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Exit 4 if a replica lags by more records than this.
+        #[arg(long, value_name = "N")]
+        max_lag_records: Option<u64>,
+        /// Exit 4 if a replica lags by more seconds than this.
+        #[arg(long, value_name = "S")]
+        max_lag_seconds: Option<f64>,
     },
     /// Name the current position, list or delete names.
     #[command(
@@ -84,9 +96,13 @@ enum SnapshotAction {
     Delete { name: String },
 }
 
+/// Exit code of `status` when a replica lags past the limits given.
+const EXIT_LAGGING: u8 = 4;
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("jfs-master: {e:#}");
             ExitCode::FAILURE
@@ -94,7 +110,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Init { vol } => {
             let v = Volume::init(&vol, Role::Master)
@@ -105,15 +121,25 @@ fn run(cli: Cli) -> Result<()> {
                 v.id(),
                 v.head()
             );
-            Ok(())
+            println!(
+                "replicas need the key in {}",
+                vol.join(libjfs::volume::SECRET_FILE).display()
+            );
+            Ok(0)
         }
         Command::Mount {
             vol,
             mountpoint,
             sync,
-        } => mount(&vol, &mountpoint, sync),
-        Command::Log { vol, from, json } => log(&vol, from, json),
-        Command::Status { vol, json } => {
+            listen,
+        } => mount(&vol, &mountpoint, sync, listen.as_deref()).map(|_| 0),
+        Command::Log { vol, from, json } => log(&vol, from, json).map(|_| 0),
+        Command::Status {
+            vol,
+            json,
+            max_lag_records,
+            max_lag_seconds,
+        } => {
             let s = admin(&vol, Request::Status)
                 .with_context(|| format!("status of {}", vol.display()))?;
             if json {
@@ -142,8 +168,31 @@ fn run(cli: Cli) -> Result<()> {
                     "segments {} ({} sealed), {} bytes",
                     j["segments"], j["sealed_segments"], j["bytes"]
                 );
+                if let Some(addr) = s["listen"].as_str() {
+                    println!("serving  replicas on {addr}");
+                }
+                for r in s["replicas"].as_array().into_iter().flatten() {
+                    println!(
+                        "replica  {} {} at {}, lag {} records / {:.1} s{}",
+                        r["id"].as_str().unwrap_or("?"),
+                        r["address"].as_str().unwrap_or("?"),
+                        pos(&r["acked"]),
+                        r["lag"]["records"],
+                        r["lag"]["seconds"].as_f64().unwrap_or(0.0),
+                        if r["connected"] == true {
+                            ""
+                        } else {
+                            " (disconnected)"
+                        }
+                    );
+                }
             }
-            Ok(())
+            let lagging = s["replicas"].as_array().into_iter().flatten().any(|r| {
+                let lag = &r["lag"];
+                max_lag_records.is_some_and(|m| lag["records"].as_u64().unwrap_or(0) > m)
+                    || max_lag_seconds.is_some_and(|m| lag["seconds"].as_f64().unwrap_or(0.0) > m)
+            });
+            Ok(if lagging { EXIT_LAGGING } else { 0 })
         }
         Command::Snapshot { vol, action } => {
             let req = match &action {
@@ -174,7 +223,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 SnapshotAction::Delete { name } => println!("deleted snapshot {name}"),
             }
-            Ok(())
+            Ok(0)
         }
     }
 }
@@ -190,6 +239,28 @@ fn admin(vol: &std::path::Path, req: Request) -> Result<serde_json::Value> {
                 // process holds the volume without serving it.
                 let mut s = VolumeStatus::read(vol)?.to_json();
                 s["role"] = "master".into();
+                // What the server knew of its replicas when it last ran.
+                let known = std::fs::read(vol.join(libjfs::ship::server::REGISTRY_FILE))
+                    .ok()
+                    .and_then(|b| {
+                        serde_json::from_slice::<Vec<libjfs::ship::server::ReplicaInfo>>(&b).ok()
+                    })
+                    .unwrap_or_default();
+                let head = s["journal"]["head"]["seq"].as_u64().unwrap_or(0);
+                s["replicas"] = known
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "id": r.id,
+                            "address": r.address,
+                            "listen": r.listen,
+                            "connected": false,
+                            "acked": libjfs::inspect::position_json(r.acked),
+                            "last_seen": r.last_seen.to_rfc3339(),
+                            "lag": { "records": head.saturating_sub(r.acked.seq), "bytes": null, "seconds": null },
+                        })
+                    })
+                    .collect();
                 return Ok(s);
             }
             let mut v = Volume::open(vol).with_context(|| format!("open {}", vol.display()))?;
@@ -203,6 +274,7 @@ fn mount(
     vol_path: &std::path::Path,
     mountpoint: &std::path::Path,
     sync: libjfs::fuse::SyncPolicy,
+    listen: Option<&str>,
 ) -> Result<()> {
     let mut vol = Volume::open(vol_path).with_context(|| format!("open {}", vol_path.display()))?;
     if let Some((seg, offset, bytes, why)) = &vol.recovery().torn_tail {
@@ -225,12 +297,15 @@ fn mount(
     }
     vol.sync()?;
     let head = vol.head();
-    let vol = libjfs::fuse::serve(vol, mountpoint, sync, |mut unmounter| {
+    let vol = libjfs::fuse::serve(vol, mountpoint, sync, listen, |mut unmounter, addr| {
         eprintln!(
             "jfs-master: {} mounted at {} ({head}, sync {sync})",
             vol_path.display(),
             mountpoint.display()
         );
+        if let Some(addr) = addr {
+            eprintln!("jfs-master: serving replicas on {addr}");
+        }
         let mut signals = signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGTERM,
             signal_hook::consts::SIGINT,

@@ -1,7 +1,8 @@
 //! jfs-replica: replays, materializes and verifies volumes.
 //!
 //! Thin: parses arguments and calls libjfs. Exit codes: 0 success, 1 error,
-//! 2 bad usage (clap), 3 `verify` found differences.
+//! 2 bad usage (clap), 3 `verify` found differences or the replica is
+//! broken, 4 it lags past the limits given to `status`, 5 nothing follows.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,8 +14,9 @@ use libjfs::compare::{compare_trees, CompareOptions};
 use libjfs::inspect::{resolve_target, VolumeStatus};
 use libjfs::journal::Journal;
 use libjfs::materialize::materialize_journal;
+use libjfs::ship::follower::{self, FollowConfig, FollowState, Hooks};
 use libjfs::volume::{parse_target, JOURNAL_DIR};
-use libjfs::Volume;
+use libjfs::{Role, Volume};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +31,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create a replica volume of the volume a master (or replica) serves.
+    #[command(
+        after_help = "The secret file is the master volume's VOL/secret, copied over a safe channel\n(scp, a config management vault); it never crosses the replication connection.\n\nExample:\n  scp master:/srv/www.jfs/secret /root/www.secret\n  jfs-replica init /srv/www.jfs --master master.example:7420 --secret-file /root/www.secret"
+    )]
+    Init {
+        vol: PathBuf,
+        /// The server to follow: HOST or HOST:PORT (default port 7420).
+        #[arg(long, value_name = "ADDR")]
+        master: String,
+        /// File holding the volume's key (the master's VOL/secret).
+        #[arg(long, value_name = "FILE")]
+        secret_file: PathBuf,
+    },
+    /// Follow the master: receive, journal and apply its records until stopped
+    /// (SIGTERM, SIGINT), optionally serving the tree read-only at MOUNTPOINT.
+    #[command(
+        after_help = "Examples:\n  jfs-replica follow /srv/www.jfs --mount /var/www\n  jfs-replica follow /srv/www.jfs --until v42          # apply up to snapshot v42 and hold there\n  jfs-replica follow /srv/www.jfs --listen 0.0.0.0:7421 # serve other replicas (cascade)"
+    )]
+    Follow {
+        vol: PathBuf,
+        /// Serve the tree read-only here (FUSE).
+        #[arg(long, value_name = "MOUNTPOINT")]
+        mount: Option<PathBuf>,
+        /// Apply up to this sequence number or snapshot and hold there.
+        #[arg(long, value_name = "SEQ|SNAPSHOT")]
+        until: Option<String>,
+        /// Serve this replica's journal to other replicas on ADDR.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7421")]
+        listen: Option<String>,
+        /// Follow this server instead of the one given at init (and remember it).
+        #[arg(long, value_name = "ADDR")]
+        master: Option<String>,
+    },
     /// Rebuild the tree as it was at a position into a fresh directory.
     #[command(
         after_help = "Works on any volume (master or replica), also while it is in use.\n\nExamples:\n  jfs-replica materialize /srv/www.jfs --at v42 /tmp/www-v42\n  jfs-replica materialize /srv/www.jfs --at 1200 /tmp/www-1200"
@@ -51,11 +86,20 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
     },
-    /// Show the volume's position and journal.
+    /// Show the replica's position, its master's, the lag and its state.
+    #[command(
+        after_help = "States: connecting, catching-up, following, pinned, stalled (applying failed,\nretrying: a full disk), broken (diverged, history trimmed, wrong key: needs an\noperator), stopped (no process follows the volume).\n\nExit codes:\n  0  following, catching up or pinned, within the limits given\n  1  the status could not be read\n  3  broken\n  4  lags past --max-lag-records or --max-lag-seconds, or stalled\n  5  no process follows the volume\n\nExample:\n  jfs-replica status /srv/www.jfs --max-lag-seconds 30 --json"
+    )]
     Status {
         vol: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Exit 4 if the replica lags by more records than this.
+        #[arg(long, value_name = "N")]
+        max_lag_records: Option<u64>,
+        /// Exit 4 if the replica lags by more seconds than this.
+        #[arg(long, value_name = "S")]
+        max_lag_seconds: Option<f64>,
     },
     /// Check that the tree equals the journal replayed to the tree's position.
     #[command(
@@ -120,25 +164,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bar.finish_and_clear();
             println!("{} at {pos}", vol.display());
         }
-        Command::Status { vol, json } => {
-            let s =
-                VolumeStatus::read(&vol).with_context(|| format!("status of {}", vol.display()))?;
-            if json {
-                let mut v = s.to_json();
-                v["role"] = "replica".into();
-                println!("{v}");
-            } else {
-                let applied = s.applied.map_or("unknown".into(), |p| p.to_string());
-                println!("volume   {}", s.volume_id);
-                println!("tree     at {applied}");
-                println!(
-                    "journal  head {}, {} records from {}",
-                    s.head,
-                    s.records(),
-                    s.first_seq
-                );
-            }
-        }
+        Command::Init {
+            vol,
+            master,
+            secret_file,
+        } => init(&vol, &master, &secret_file)?,
+        Command::Follow {
+            vol,
+            mount,
+            until,
+            listen,
+            master,
+        } => return follow(&vol, mount.as_deref(), until, listen, master),
+        Command::Status {
+            vol,
+            json,
+            max_lag_records,
+            max_lag_seconds,
+        } => return status(&vol, json, max_lag_records, max_lag_seconds),
         Command::Verify { vol } => return verify(&vol),
     }
     Ok(ExitCode::SUCCESS)
@@ -175,4 +218,255 @@ fn verify(vol: &Path) -> Result<ExitCode> {
         diffs.len()
     );
     Ok(ExitCode::from(3))
+}
+
+fn init(vol: &Path, master: &str, secret_file: &Path) -> Result<()> {
+    let key = libjfs::ship::read_key(secret_file)
+        .with_context(|| format!("read the key from {}", secret_file.display()))?;
+    let master = libjfs::ship::with_default_port(master);
+    let (id, head) = follower::join(&master, &key).map_err(anyhow::Error::msg)?;
+    let v = Volume::init_with(vol, Role::Replica, id, &key)
+        .with_context(|| format!("init {}", vol.display()))?;
+    let mut replica_id = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut replica_id))
+        .context("read /dev/urandom")?;
+    let replica_id: String = replica_id.iter().map(|b| format!("{b:02x}")).collect();
+    v.set_setting(follower::SETTING_MASTER, &master)?;
+    v.set_setting(follower::SETTING_REPLICA_ID, &replica_id)?;
+    println!(
+        "initialized replica {replica_id} of volume {id} at {}; {master} is at {head}",
+        vol.display()
+    );
+    println!("next: jfs-replica follow {}", vol.display());
+    Ok(())
+}
+
+fn follow(
+    vol_path: &Path,
+    mount: Option<&Path>,
+    until: Option<String>,
+    listen: Option<String>,
+    master: Option<String>,
+) -> Result<ExitCode> {
+    let v = Volume::open(vol_path).with_context(|| format!("open {}", vol_path.display()))?;
+    if v.role() != Role::Replica {
+        anyhow::bail!(
+            "{} is a {} volume; only replica volumes follow",
+            vol_path.display(),
+            v.role()
+        );
+    }
+    if let Some(m) = &master {
+        v.set_setting(
+            follower::SETTING_MASTER,
+            &libjfs::ship::with_default_port(m),
+        )?;
+    }
+    let master = v
+        .setting(follower::SETTING_MASTER)?
+        .context("the volume names no master; give --master ADDR")?;
+    let replica_id = v
+        .setting(follower::SETTING_REPLICA_ID)?
+        .context("the volume has no replica id (was it made by jfs-replica init?)")?;
+    let key = libjfs::ship::read_key(&vol_path.join(libjfs::volume::SECRET_FILE))?;
+    let until = until.map(|t| parse_target(&t));
+    let gate = std::sync::Arc::new(std::sync::RwLock::new(()));
+    let mut hooks = Hooks {
+        gate: Some(gate.clone()),
+        ..Hooks::default()
+    };
+
+    // Serve the tree read-only; records invalidate the kernel's caches as they land.
+    let mounted = match mount {
+        Some(mnt) => {
+            let m = libjfs::rofs::ReadOnlyMount::mount(
+                &v.tree_path(),
+                mnt,
+                &format!("jfs:{}", vol_path.display()),
+                gate.clone(),
+            )
+            .with_context(|| format!("mount {} at {}", vol_path.display(), mnt.display()))?;
+            let inval = m.invalidator();
+            hooks.applied = Some(Box::new(move |e: &libjfs::Entry| {
+                inval.record_applied(&e.record.op)
+            }));
+            eprintln!(
+                "jfs-replica: serving the tree read-only at {}",
+                mnt.display()
+            );
+            Some(m)
+        }
+        None => None,
+    };
+
+    // Cascade: serve this replica's journal to others.
+    let server = match &listen {
+        Some(addr) => {
+            let (tx, rx) = tokio::sync::watch::channel(libjfs::ship::Head::of(&v));
+            hooks.head = Some(tx);
+            let s = libjfs::ship::server::Server::start(libjfs::ship::server::ServerConfig {
+                listen: libjfs::ship::with_default_port(addr),
+                journal_dir: vol_path.join(JOURNAL_DIR),
+                volume_id: v.id(),
+                key: key.clone(),
+                head: rx,
+                registry_file: Some(vol_path.join(libjfs::ship::server::REGISTRY_FILE)),
+                log_name: "jfs-replica",
+            })?;
+            eprintln!("jfs-replica: serving replicas on {}", s.local_addr());
+            Some(std::sync::Arc::new(s))
+        }
+        None => None,
+    };
+
+    let state = std::sync::Arc::new(std::sync::Mutex::new(FollowState::new(
+        &master,
+        until.clone(),
+    )));
+    let vol = std::sync::Arc::new(std::sync::Mutex::new(v));
+    let admin = {
+        let (vol, state, server) = (vol.clone(), state.clone(), server.clone());
+        let mountpoint = mount.map(|m| m.canonicalize().unwrap_or_else(|_| m.to_owned()));
+        libjfs::admin::serve(
+            vol_path,
+            std::sync::Arc::new(move |req| match req {
+                libjfs::admin::Request::Status => {
+                    let v = vol.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut s = VolumeStatus::of(&v).to_json();
+                    s["role"] = "replica".into();
+                    let f = state.lock().unwrap_or_else(|p| p.into_inner());
+                    s["replication"] = f.to_json(v.applied());
+                    s["mountpoint"] = mountpoint.as_ref().map(|m| m.display().to_string()).into();
+                    if let Some(server) = &server {
+                        s["listen"] = server.local_addr().to_string().into();
+                        s["replicas"] = server.replicas();
+                    }
+                    Ok(s)
+                }
+                _ => Err("a replica takes its snapshots from its master; ask the master".into()),
+            }),
+        )
+        .context("serve the admin socket")?
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("install signal handlers")?;
+    let signal_handle = signals.handle();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = stop_tx.send(true);
+        }
+    });
+    eprintln!(
+        "jfs-replica: following {master} into {} from {}",
+        vol_path.display(),
+        vol.lock().unwrap_or_else(|p| p.into_inner()).head()
+    );
+    let cfg = FollowConfig {
+        master,
+        key,
+        replica_id,
+        until,
+        listen: server.as_ref().map(|s| s.local_addr().to_string()),
+    };
+    let result = follower::follow(vol.clone(), cfg, hooks, state, stop_rx);
+    signal_handle.close();
+    drop(admin);
+    drop(server);
+    if let Some(m) = mounted {
+        if let Err(e) = m.unmount() {
+            eprintln!("jfs-replica: unmount: {e}");
+        }
+    }
+    let at = vol.lock().unwrap_or_else(|p| p.into_inner()).applied();
+    match result {
+        Ok(()) => {
+            eprintln!("jfs-replica: stopped at {at}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(follower::FollowError::Broken(reason)) => {
+            eprintln!(
+                "jfs-replica: {} is broken at {at}: {reason}",
+                vol_path.display()
+            );
+            Ok(ExitCode::from(EXIT_BROKEN))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+const EXIT_BROKEN: u8 = 3;
+const EXIT_LAGGING: u8 = 4;
+const EXIT_NOT_FOLLOWING: u8 = 5;
+
+fn status(
+    vol: &Path,
+    json: bool,
+    max_lag_records: Option<u64>,
+    max_lag_seconds: Option<f64>,
+) -> Result<ExitCode> {
+    let s = match libjfs::admin::request(vol, &libjfs::admin::Request::Status) {
+        Ok(s) => s,
+        Err(libjfs::admin::AdminError::NotServed(_)) => {
+            let mut s = VolumeStatus::read(vol)
+                .with_context(|| format!("status of {}", vol.display()))?
+                .to_json();
+            s["role"] = "replica".into();
+            s["replication"] = follower::idle_state_json(vol);
+            s
+        }
+        Err(e) => return Err(e).with_context(|| format!("status of {}", vol.display())),
+    };
+    let r = &s["replication"];
+    let state = r["state"].as_str().unwrap_or("stopped");
+    if json {
+        println!("{s}");
+    } else {
+        let pos = |v: &serde_json::Value| match v["seq"].as_u64() {
+            Some(seq) => format!("{seq}:{}", &v["chain"].as_str().unwrap_or("")[..16]),
+            None => "unknown".into(),
+        };
+        println!("volume   {}", s["volume_id"].as_str().unwrap_or(""));
+        println!("state    {state}");
+        if let Some(reason) = r["reason"].as_str() {
+            println!("reason   {reason}");
+        }
+        println!("tree     at {}", pos(&s["position"]));
+        if r["master"].is_object() {
+            println!(
+                "master   {} at {}{}",
+                r["master"]["address"].as_str().unwrap_or("?"),
+                pos(&r["master"]["position"]),
+                if r["master"]["connected"] == true {
+                    ""
+                } else {
+                    " (not connected)"
+                }
+            );
+            println!(
+                "lag      {} records, {:.1} s",
+                r["lag"]["records"],
+                r["lag"]["seconds"].as_f64().unwrap_or(0.0)
+            );
+        }
+        if let Some(m) = s["mountpoint"].as_str() {
+            println!("mounted  read-only at {m}");
+        }
+    }
+    let lag = &r["lag"];
+    let lagging = max_lag_records.is_some_and(|m| lag["records"].as_u64().unwrap_or(0) > m)
+        || max_lag_seconds.is_some_and(|m| lag["seconds"].as_f64().unwrap_or(0.0) > m);
+    let code = match state {
+        "broken" => EXIT_BROKEN,
+        "stopped" => EXIT_NOT_FOLLOWING,
+        "stalled" => EXIT_LAGGING,
+        _ if lagging => EXIT_LAGGING,
+        _ => 0,
+    };
+    Ok(ExitCode::from(code))
 }

@@ -662,13 +662,33 @@ pub fn serve(
     vol: crate::Volume,
     mountpoint: &Path,
     policy: SyncPolicy,
-    on_mounted: impl FnOnce(fuser::SessionUnmounter),
+    listen: Option<&str>,
+    on_mounted: impl FnOnce(fuser::SessionUnmounter, Option<std::net::SocketAddr>),
 ) -> std::io::Result<crate::Volume> {
     use std::sync::atomic::{AtomicBool, Ordering};
     check_mountpoint(mountpoint)?;
     let name = format!("jfs:{}", vol.path().display());
     let vol_path = vol.path().to_owned();
-    let fs = Arc::new(MasterFs::with_policy(vol, policy == SyncPolicy::Fsync)?);
+    // Replication: the server reads the journal files; the filesystem only
+    // publishes each new head to it.
+    let (head_tx, head_rx) = tokio::sync::watch::channel(crate::ship::Head::of(&vol));
+    let server = match listen {
+        Some(addr) => Some(crate::ship::server::Server::start(
+            crate::ship::server::ServerConfig {
+                listen: crate::ship::with_default_port(addr),
+                journal_dir: vol_path.join(crate::volume::JOURNAL_DIR),
+                volume_id: vol.id(),
+                key: crate::ship::read_key(&vol_path.join(crate::volume::SECRET_FILE))?,
+                head: head_rx,
+                registry_file: Some(vol_path.join(crate::ship::server::REGISTRY_FILE)),
+                log_name: "jfs-master",
+            },
+        )?),
+        None => None,
+    };
+    let mut fs = MasterFs::with_policy(vol, policy == SyncPolicy::Fsync)?;
+    fs.publish_to(head_tx);
+    let fs = Arc::new(fs);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName(name),
@@ -681,8 +701,15 @@ pub fn serve(
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(4);
     let mut session = fuser::Session::new(FuseMaster::new(fs.clone()), mountpoint, &config)?;
-    let admin = crate::admin::serve(&vol_path, admin_handler(fs.clone(), policy, mountpoint))?;
-    on_mounted(session.unmount_callable());
+    let server = server.map(Arc::new);
+    let admin = crate::admin::serve(
+        &vol_path,
+        admin_handler(fs.clone(), policy, mountpoint, server.clone()),
+    )?;
+    on_mounted(
+        session.unmount_callable(),
+        server.as_ref().map(|s| s.local_addr()),
+    );
 
     // Group commit for the interval policy.
     let stop = Arc::new(AtomicBool::new(false));
@@ -701,6 +728,7 @@ pub fn serve(
     // Runs until unmounted; the session and its FuseMaster are gone after.
     let result = session.run();
     drop(admin);
+    drop(server);
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = syncer {
         let _ = t.join();
@@ -716,6 +744,7 @@ fn admin_handler(
     fs: Arc<MasterFs>,
     policy: SyncPolicy,
     mountpoint: &Path,
+    server: Option<Arc<crate::ship::server::Server>>,
 ) -> crate::admin::Handler {
     let mountpoint = mountpoint
         .canonicalize()
@@ -726,6 +755,10 @@ fn admin_handler(
         if is_status {
             answer["sync"] = policy.to_string().into();
             answer["mountpoint"] = mountpoint.display().to_string().into();
+            if let Some(server) = &server {
+                answer["listen"] = server.local_addr().to_string().into();
+                answer["replicas"] = server.replicas();
+            }
         }
         Ok(answer)
     })

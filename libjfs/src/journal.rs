@@ -24,6 +24,9 @@ use crate::format::{
 use crate::position::{Chain, Position};
 use crate::record::{Record, RecordError};
 
+mod tail;
+pub use tail::{Chunk, Tail, TailError};
+
 const SEALED_EXT: &str = "seg";
 const ACTIVE_EXT: &str = "active";
 const TMP_EXT: &str = "tmp";
@@ -594,6 +597,79 @@ impl Journal {
         v
     }
 
+    /// Bytes of record frames the journal holds, uncompressed: what it would
+    /// take to ship them all.
+    pub fn raw_bytes(&self) -> u64 {
+        let sealed: u64 = self.sealed.iter().map(|s| s.header.raw_len).sum();
+        sealed + self.active.len - ACTIVE_HEADER_LEN as u64
+    }
+
+    /// Adds a sealed segment received from another journal of this volume,
+    /// byte for byte, after verifying all of it: header, checksum, every
+    /// record, and that it continues this journal's head. Records in the
+    /// active segment are sealed first, so the segment becomes the newest.
+    pub fn install_sealed(&mut self, bytes: &[u8]) -> Result<SegmentInfo> {
+        if self.read_only {
+            return Err(JournalError::ReadOnly);
+        }
+        let path = Path::new("<received segment>");
+        let header = SealedHeader::decode(bytes).map_err(|source| JournalError::Header {
+            segment: path.to_owned(),
+            source,
+        })?;
+        check_volume(path, self.volume_id, header.volume_id)?;
+        if header.start() != self.head {
+            return Err(JournalError::Layout {
+                dir: self.dir.clone(),
+                reason: format!(
+                    "received segment starts at {} but the journal ends at {}",
+                    header.start(),
+                    self.head
+                ),
+            });
+        }
+        let mut walker = sealed_walker(path, header, &bytes[SEALED_HEADER_LEN..])?;
+        while walker.next_entry()?.is_some() {}
+        if walker.pos != header.end() {
+            return Err(walker.corrupt(
+                walker.at,
+                format!(
+                    "body ends at {} but the header says {}",
+                    walker.pos,
+                    header.end()
+                ),
+            ));
+        }
+        self.seal()?;
+        let name = segment_name(header.first_seq, SEALED_EXT);
+        // An empty active segment of the same first seq is now covered: open
+        // would remove it, and so do we.
+        let path = write_atomic(&self.dir, &name, &[bytes])?;
+        let file_bytes = bytes.len() as u64;
+        self.sealed.push(Sealed {
+            path: path.clone(),
+            header,
+            file_bytes,
+        });
+        let next = ActiveHeader {
+            volume_id: self.volume_id,
+            first_seq: header.last_seq + 1,
+            prev_chain: header.last_chain,
+        };
+        self.before_last = None;
+        self.head = header.end();
+        let old = std::mem::replace(&mut self.active, create_active(&self.dir, next)?);
+        fs::remove_file(&old.path).map_err(io_err(format!("remove {}", old.path.display())))?;
+        sync_dir(&self.dir)?;
+        Ok(SegmentInfo {
+            path,
+            sealed: true,
+            first_seq: header.first_seq,
+            last_seq: header.last_seq,
+            file_bytes,
+        })
+    }
+
     /// Bytes the journal takes on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.segments().iter().map(|s| s.file_bytes).sum()
@@ -769,6 +845,8 @@ struct FrameWalker {
     /// In a sealed body nothing may be torn: every defect is damage.
     strict: bool,
     torn: Option<&'static str>,
+    /// Where the payload of the entry returned last lies in `buf`.
+    last_payload: std::ops::Range<usize>,
 }
 
 impl FrameWalker {
@@ -780,6 +858,7 @@ impl FrameWalker {
             pos: start,
             strict,
             torn: None,
+            last_payload: 0..0,
         }
     }
 
@@ -804,7 +883,7 @@ impl FrameWalker {
             FrameStep::Torn(reason) => Err(self.corrupt(self.at, reason.into())),
             FrameStep::Corrupt(reason) => Err(self.corrupt(self.at, reason)),
             FrameStep::Frame { payload, next } => {
-                let bytes = &self.buf[payload];
+                let bytes = &self.buf[payload.clone()];
                 let record = Record::decode(bytes)
                     .map_err(|e| self.corrupt(self.at, format!("record does not decode: {e}")))?;
                 if record.seq != self.pos.seq + 1 {
@@ -820,6 +899,7 @@ impl FrameWalker {
                 let prev_chain = self.pos.chain;
                 self.pos = self.pos.next(bytes);
                 self.at = next;
+                self.last_payload = payload;
                 Ok(Some(Entry {
                     position: self.pos,
                     prev_chain,
@@ -960,6 +1040,34 @@ pub fn decode_segment(bytes: &[u8]) -> Result<SegmentContents> {
         entries,
         torn_tail,
     })
+}
+
+/// The records of one sealed segment file, as the exact bytes that were
+/// journaled, after verifying its checksum and chain.
+pub fn sealed_records(path: &Path, volume_id: VolumeId) -> Result<(SealedHeader, Vec<Vec<u8>>)> {
+    let (header, file_bytes) = read_sealed_header(path)?;
+    check_volume(path, volume_id, header.volume_id)?;
+    let s = Sealed {
+        path: path.to_owned(),
+        header,
+        file_bytes,
+    };
+    let mut walker = load_sealed(&s)?;
+    let mut records = Vec::with_capacity((header.last_seq + 1 - header.first_seq) as usize);
+    while walker.next_entry()?.is_some() {
+        records.push(walker.buf[walker.last_payload.clone()].to_vec());
+    }
+    if walker.pos != header.end() {
+        return Err(walker.corrupt(
+            walker.at,
+            format!(
+                "body ends at {} but the header says {}",
+                walker.pos,
+                header.end()
+            ),
+        ));
+    }
+    Ok((header, records))
 }
 
 /// Iterator over journal entries; see [`Journal::read_from`].

@@ -31,6 +31,7 @@ pub mod position;
 pub mod record;
 #[cfg(feature = "fuse")]
 pub mod rofs;
+pub mod ship;
 pub mod tree;
 pub mod volume;
 

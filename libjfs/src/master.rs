@@ -98,6 +98,8 @@ pub struct MasterFs {
     next_fh: AtomicU64,
     /// Whether `fsync` waits for the journal to be durable.
     fsync_waits: bool,
+    /// Told the new head after every change, for the replication server.
+    head: Option<crate::ship::HeadSender>,
 }
 
 fn errno_of(e: &io::Error) -> Errno {
@@ -193,7 +195,25 @@ impl MasterFs {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             fsync_waits,
+            head: None,
         })
+    }
+
+    /// Publishes every new head to `head` (the replication server's view).
+    pub fn publish_to(&mut self, head: crate::ship::HeadSender) {
+        self.head = Some(head);
+    }
+
+    fn publish(&self, vol: &Volume) {
+        if let Some(tx) = &self.head {
+            tx.send_if_modified(|h| {
+                if h.position == vol.applied() {
+                    return false;
+                }
+                *h = crate::ship::Head::of(vol);
+                true
+            });
+        }
     }
 
     /// Gives the volume back (to sync and close it).
@@ -204,7 +224,9 @@ impl MasterFs {
     /// Runs `f` on the volume (status, sync).
     pub fn with_volume<T>(&self, f: impl FnOnce(&mut Volume) -> T) -> T {
         let mut v = self.vol.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut v)
+        let out = f(&mut v);
+        self.publish(&v);
+        out
     }
 
     fn fuse_ino(&self, backing: u64) -> u64 {
@@ -373,7 +395,11 @@ impl MasterFs {
         let time = Timestamp::now();
         let mtimes = implied_mtimes(&op, time);
         let mut vol = self.vol.lock().unwrap_or_else(|p| p.into_inner());
-        vol.commit_with(time, op, mtimes).map(|_| ()).map_err(|e| {
+        let r = vol.commit_with(time, op, mtimes);
+        if r.is_ok() {
+            self.publish(&vol);
+        }
+        r.map(|_| ()).map_err(|e| {
             let errno = commit_errno(&e);
             if errno == Errno::IO {
                 eprintln!("jfs: {e:#}");

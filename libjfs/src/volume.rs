@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::applier::{read_slot, Applier, ApplyError};
 use crate::format::VolumeId;
-use crate::journal::{Journal, JournalConfig, JournalError, Recovery};
+use crate::journal::{Entry, Journal, JournalConfig, JournalError, Recovery};
 use crate::path::Node;
 use crate::position::Position;
 use crate::record::{implied_mtimes, Marker, Op, Record, SetMtime, Timestamp};
@@ -43,6 +43,7 @@ const KEY_ID: &str = "volume_id";
 const KEY_ROLE: &str = "role";
 const KEY_APPLIED: &str = "applied";
 const SNAPSHOTS: &str = "snapshots";
+const SETTINGS: &str = "settings";
 
 /// Which side of replication a volume is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,6 +352,18 @@ impl Volume {
         until: Option<u64>,
         mut progress: impl FnMut(u64),
     ) -> Result<Position> {
+        self.replay_gated(until, None, |e| progress(e.record.seq))
+    }
+
+    /// [`Volume::replay`] for a tree that others read while it changes:
+    /// each record is applied holding `gate` for writing, and `applied` is
+    /// told each entry after the gate is released.
+    pub fn replay_gated(
+        &mut self,
+        until: Option<u64>,
+        gate: Option<&std::sync::RwLock<()>>,
+        mut applied: impl FnMut(&Entry),
+    ) -> Result<Position> {
         let end = until.unwrap_or(u64::MAX).min(self.journal.head().seq);
         let from = self.applier.applied().seq + 1;
         if from > end {
@@ -361,10 +374,70 @@ impl Volume {
             if entry.record.seq > end {
                 break;
             }
-            self.applier.apply(&entry)?;
-            progress(entry.record.seq);
+            {
+                let _held = gate.map(|g| g.write().unwrap_or_else(|p| p.into_inner()));
+                self.applier.apply(&entry)?;
+            }
+            applied(&entry);
         }
         Ok(self.applier.applied())
+    }
+
+    /// Journals records received from the volume's master (or an upstream
+    /// replica), exactly as they were journaled there, and makes them
+    /// durable. They must continue this journal's head. Nothing is applied:
+    /// [`Volume::replay_gated`] does that.
+    pub fn receive(&mut self, records: &[Vec<u8>]) -> Result<Position> {
+        for bytes in records {
+            if let Err(e) = self.journal.append_encoded(bytes) {
+                // Keep what was whole and durable; the rest comes again.
+                let _ = self.journal.sync();
+                return Err(e.into());
+            }
+        }
+        self.journal.sync()?;
+        self.journal.seal_if_full()?;
+        Ok(self.journal.head())
+    }
+
+    /// Journals a sealed segment received as a file; see [`Journal::install_sealed`].
+    pub fn receive_sealed(&mut self, bytes: &[u8]) -> Result<Position> {
+        self.journal.install_sealed(bytes)?;
+        Ok(self.journal.head())
+    }
+
+    /// A setting kept in the volume's meta database (`None` if unset).
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        let v = self
+            .settings()?
+            .get(key)
+            .map_err(|source| VolumeError::Meta {
+                path: self.root.join(META_DIR),
+                source,
+            })?;
+        Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Stores a setting durably.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let meta_err = |source| VolumeError::Meta {
+            path: self.root.join(META_DIR),
+            source,
+        };
+        self.settings()?
+            .insert(key, value.as_bytes())
+            .map_err(meta_err)?;
+        self.meta.flush().map_err(meta_err)?;
+        Ok(())
+    }
+
+    fn settings(&self) -> Result<sled::Tree> {
+        self.meta
+            .open_tree(SETTINGS)
+            .map_err(|source| VolumeError::Meta {
+                path: self.root.join(META_DIR),
+                source,
+            })
     }
 
     /// Makes journal, tree and position durable and checkpoints the position in meta.
@@ -408,6 +481,11 @@ impl Volume {
 
     /// Names the current position: journals a snapshot marker and records the name.
     pub fn create_snapshot(&mut self, name: &str) -> Result<Position> {
+        if self.role == Role::Replica {
+            return Err(VolumeError::Snapshot(
+                "a replica takes its snapshots from its master; create it there".into(),
+            ));
+        }
         crate::record::check_snapshot_name(name)
             .map_err(|e| VolumeError::Snapshot(e.to_string()))?;
         if self.snapshot(name)?.is_some() {

@@ -1,0 +1,647 @@
+//! A replica's side of replication.
+//!
+//! [`follow`] connects to the server, proves the key, states the replica's
+//! position, and then for every batch or sealed segment it receives: checks
+//! that it continues the replica's own chain, journals it durably, applies
+//! it, and acknowledges. A dropped connection is retried with backoff from
+//! wherever the journal is; a refusal that retrying cannot cure (diverged,
+//! trimmed history, wrong key) leaves the replica *broken*, with the reason
+//! in `VOL/broken`, until an operator acts.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::wire::{self, Message, Refusal, Side, Until, WireError};
+use super::{Head, HeadSender};
+use crate::format::VolumeId;
+use crate::inspect::position_json;
+use crate::journal::Entry;
+use crate::position::Position;
+use crate::record::{Marker, Op, Timestamp};
+use crate::volume::{Target, VolumeError};
+use crate::Volume;
+
+/// File in the volume that holds why the replica is broken.
+pub const BROKEN_FILE: &str = "broken";
+/// Setting: the address of the server this replica follows.
+pub const SETTING_MASTER: &str = "master";
+/// Setting: this replica's id, stable across restarts.
+pub const SETTING_REPLICA_ID: &str = "replica_id";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server sends a heartbeat at least every half second; silence this
+/// long means the connection is dead.
+const SILENCE: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The tree and position are made durable this often while following.
+const SETTLE_EVERY: Duration = Duration::from_secs(5);
+
+/// What the replica is doing, for status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    CatchingUp,
+    Following,
+    Pinned,
+    /// Applying failed for a reason that may pass (a full disk); retrying.
+    Stalled,
+    Broken,
+    Stopped,
+}
+
+impl Phase {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::CatchingUp => "catching-up",
+            Phase::Following => "following",
+            Phase::Pinned => "pinned",
+            Phase::Stalled => "stalled",
+            Phase::Broken => "broken",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// The replica's state as `status` shows it.
+#[derive(Clone, Debug)]
+pub struct FollowState {
+    pub phase: Phase,
+    /// Why it is stalled or broken, or the last connection error.
+    pub reason: Option<String>,
+    pub master: String,
+    pub connected: bool,
+    /// The server's head as last heard.
+    pub master_head: Option<Position>,
+    pub last_heard: Option<Timestamp>,
+    /// When the replica last had everything the server had.
+    pub caught_up_at: Option<Timestamp>,
+    /// The position it holds at, once known.
+    pub pinned_at: Option<Position>,
+    pub until: Option<Target>,
+}
+
+impl FollowState {
+    pub fn new(master: &str, until: Option<Target>) -> FollowState {
+        FollowState {
+            phase: Phase::Connecting,
+            reason: None,
+            master: master.to_owned(),
+            connected: false,
+            master_head: None,
+            last_heard: None,
+            caught_up_at: None,
+            pinned_at: None,
+            until,
+        }
+    }
+
+    /// Lag behind the server's head as last heard: records and seconds.
+    pub fn lag(&self, applied: Position) -> (Option<u64>, f64) {
+        let records = self.master_head.map(|h| h.seq.saturating_sub(applied.seq));
+        let seconds = match (records, self.caught_up_at) {
+            (Some(0), _) => 0.0,
+            (_, Some(t)) => seconds_since(t),
+            (_, None) => 0.0,
+        };
+        (records, seconds)
+    }
+
+    pub fn to_json(&self, applied: Position) -> Value {
+        let (records, seconds) = self.lag(applied);
+        json!({
+            "state": self.phase.as_str(),
+            "reason": self.reason,
+            "master": {
+                "address": self.master,
+                "connected": self.connected,
+                "position": self.master_head.map(position_json),
+                "last_heard": self.last_heard.map(|t| t.to_rfc3339()),
+            },
+            "lag": { "records": records, "seconds": seconds },
+            "until": self.until.as_ref().map(|t| match t {
+                Target::Seq(s) => s.to_string(),
+                Target::Snapshot(n) => n.clone(),
+            }),
+            "pinned_at": self.pinned_at.map(position_json),
+        })
+    }
+}
+
+fn seconds_since(t: Timestamp) -> f64 {
+    let now = Timestamp::now();
+    ((now.sec - t.sec) as f64 + (now.nsec as f64 - t.nsec as f64) / 1e9).max(0.0)
+}
+
+/// How to follow.
+pub struct FollowConfig {
+    pub master: String,
+    pub key: Vec<u8>,
+    pub replica_id: String,
+    pub until: Option<Target>,
+    /// Where this replica serves others, told to the server for its status.
+    pub listen: Option<String>,
+}
+
+/// Told each entry once it is applied.
+pub type OnApplied = Box<dyn FnMut(&Entry) + Send>;
+
+/// Who else must know when records land.
+#[derive(Default)]
+pub struct Hooks {
+    /// Held for writing while a record is applied (the read-only mount reads under it).
+    pub gate: Option<Arc<RwLock<()>>>,
+    /// Told each applied entry, after the gate is released.
+    pub applied: Option<OnApplied>,
+    /// Receives the new head after each applied chunk (for replicas of this replica).
+    pub head: Option<HeadSender>,
+}
+
+/// Why following ended for good.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("broken: {0}")]
+    Broken(String),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What ended one connection.
+enum End {
+    /// Asked to stop.
+    Stopped,
+    /// Worth retrying: the connection dropped, the disk was full, ...
+    Retry(String),
+    /// Not worth retrying.
+    Fatal(String),
+}
+
+impl From<WireError> for End {
+    fn from(e: WireError) -> End {
+        End::Retry(e.to_string())
+    }
+}
+
+/// Follows the server until `stop` turns true (`Ok`) or the replica breaks.
+pub fn follow(
+    vol: Arc<Mutex<Volume>>,
+    cfg: FollowConfig,
+    mut hooks: Hooks,
+    state: Arc<Mutex<FollowState>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), FollowError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| FollowError::Setup(format!("start the network runtime: {e}")))?;
+    let root = lock(&vol).path().to_owned();
+    let result = runtime.block_on(async {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            set(&state, |s| {
+                s.connected = false;
+                if s.phase != Phase::Stalled {
+                    s.phase = Phase::Connecting;
+                }
+            });
+            let mut progressed = false;
+            match session(&vol, &cfg, &mut hooks, &state, &mut stop, &mut progressed).await {
+                End::Stopped => return Ok(()),
+                End::Fatal(reason) => return Err(FollowError::Broken(reason)),
+                End::Retry(reason) => {
+                    eprintln!("jfs-replica: {reason}; retrying in {backoff:?}");
+                    set(&state, |s| {
+                        s.connected = false;
+                        s.reason = Some(reason);
+                    });
+                }
+            }
+            if progressed {
+                backoff = BACKOFF_MIN;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    });
+    let mut v = lock(&vol);
+    let synced = v.sync();
+    drop(v);
+    match &result {
+        Err(FollowError::Broken(reason)) => {
+            let _ = std::fs::write(root.join(BROKEN_FILE), format!("{reason}\n"));
+            set(&state, |s| {
+                s.phase = Phase::Broken;
+                s.reason = Some(reason.clone());
+                s.connected = false;
+            });
+        }
+        _ => set(&state, |s| {
+            s.phase = Phase::Stopped;
+            s.connected = false;
+        }),
+    }
+    synced?;
+    result
+}
+
+fn lock(vol: &Mutex<Volume>) -> std::sync::MutexGuard<'_, Volume> {
+    vol.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn set(state: &Mutex<FollowState>, f: impl FnOnce(&mut FollowState)) {
+    f(&mut state.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// Why the server refused, as the operator should read it.
+fn refusal_text(server: &str, reason: Refusal, detail: &str) -> String {
+    let hint = match reason {
+        Refusal::WrongKey => " (VOL/secret is not the key of the volume the server serves)",
+        Refusal::Diverged => " (this replica's journal is not the server's history)",
+        Refusal::Trimmed => " (the server no longer holds the records this replica needs)",
+        _ => "",
+    };
+    format!("refused by {server}: {}: {detail}{hint}", reason.as_str())
+}
+
+/// Connects and proves the key both ways. Returns the halves, the volume the
+/// server serves and its head.
+async fn handshake(
+    server: &str,
+    key: &[u8],
+    volume: Option<VolumeId>,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, VolumeId, Position), End> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server))
+        .await
+        .map_err(|_| {
+            End::Retry(format!(
+                "connect to {server}: no answer within {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| End::Retry(format!("connect to {server}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let nonce = wire::nonce();
+    wire::write(
+        &mut wr,
+        &Message::Hello {
+            version: wire::PROTOCOL_VERSION,
+            volume,
+            nonce,
+        },
+    )
+    .await?;
+    let refused = |m: Message| match m {
+        Message::Refused { reason, detail } => {
+            let text = refusal_text(server, reason, &detail);
+            if reason == Refusal::Busy {
+                End::Retry(text)
+            } else {
+                End::Fatal(text)
+            }
+        }
+        other => End::Retry(format!(
+            "{server} sent {} during the handshake",
+            super::server::variant(&other)
+        )),
+    };
+    let (served, server_nonce) = match wire::read_within(&mut rd, SILENCE).await? {
+        Message::Challenge { volume, nonce } => (volume, nonce),
+        other => return Err(refused(other)),
+    };
+    if volume.is_some_and(|v| v != served) {
+        return Err(End::Fatal(format!(
+            "{server} serves volume {served}, not this replica's {}",
+            volume.expect("checked")
+        )));
+    }
+    let mac = wire::proof(key, Side::Replica, served, &nonce, &server_nonce);
+    wire::write(&mut wr, &Message::Proof { mac }).await?;
+    let (mac, head) = match wire::read_within(&mut rd, SILENCE).await? {
+        Message::Welcome { mac, head } => (mac, head),
+        other => return Err(refused(other)),
+    };
+    if !wire::check_proof(key, Side::Server, served, &nonce, &server_nonce, &mac) {
+        return Err(End::Fatal(format!(
+            "{server} failed to prove it holds the volume's key; not following it"
+        )));
+    }
+    Ok((rd, wr, served, head))
+}
+
+/// Asks `server` which volume it serves, proving both sides hold `key`.
+/// What `jfs-replica init` does before it creates the volume.
+pub fn join(server: &str, key: &[u8]) -> Result<(VolumeId, Position), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        match handshake(server, key, None).await {
+            Ok((_rd, mut wr, volume, head)) => {
+                let _ = wire::write(&mut wr, &Message::Bye).await;
+                Ok((volume, head))
+            }
+            Err(End::Retry(e) | End::Fatal(e)) => Err(e),
+            Err(End::Stopped) => Err("stopped".into()),
+        }
+    })
+}
+
+/// The seq a target names in the replica's own journal, if it is there yet.
+fn resolve(vol: &Volume, target: &Target) -> Option<u64> {
+    crate::inspect::resolve_target(vol.journal(), target).ok()
+}
+
+async fn session(
+    vol: &Arc<Mutex<Volume>>,
+    cfg: &FollowConfig,
+    hooks: &mut Hooks,
+    state: &Arc<Mutex<FollowState>>,
+    stop: &mut watch::Receiver<bool>,
+    progressed: &mut bool,
+) -> End {
+    // Records journaled but not applied (a crash, a full disk) go first.
+    let (id, from, mut until_seq) = {
+        let mut v = lock(vol);
+        let until_seq = cfg.until.as_ref().map(|t| resolve(&v, t));
+        let limit = until_seq.flatten();
+        if let Err(e) = apply(&mut v, hooks, limit) {
+            return stalled_or_broken(state, e);
+        }
+        (v.id(), v.head(), until_seq)
+    };
+    let (mut rd, mut wr, _, head) = match handshake(&cfg.master, &cfg.key, Some(id)).await {
+        Ok(h) => h,
+        Err(e) => return e,
+    };
+    let until = match (&cfg.until, until_seq) {
+        (None, _) => Until::Head,
+        (Some(_), Some(Some(seq))) => Until::Seq(seq),
+        (Some(Target::Seq(s)), _) => Until::Seq(*s),
+        (Some(Target::Snapshot(n)), _) => Until::Snapshot(n.clone()),
+    };
+    if let Err(e) = wire::write(
+        &mut wr,
+        &Message::Follow {
+            from,
+            until,
+            replica: cfg.replica_id.clone(),
+            listen: cfg.listen.clone(),
+        },
+    )
+    .await
+    {
+        return e.into();
+    }
+    let root = lock(vol).path().to_owned();
+    set(state, |s| {
+        s.connected = true;
+        s.master_head = Some(head);
+        s.last_heard = Some(Timestamp::now());
+    });
+    let mut first = true;
+    let mut settle = tokio::time::interval(SETTLE_EVERY);
+    settle.reset();
+    loop {
+        let msg = tokio::select! {
+            m = wire::read_within(&mut rd, SILENCE) => match m {
+                Ok(m) => m,
+                Err(e) => return End::Retry(format!("from {}: {e}", cfg.master)),
+            },
+            _ = stop.changed() => {
+                let _ = wire::write(&mut wr, &Message::Bye).await;
+                return End::Stopped;
+            }
+            _ = settle.tick() => {
+                if let Err(e) = lock(vol).sync() {
+                    return stalled_or_broken(state, e);
+                }
+                continue;
+            }
+        };
+        if first {
+            if let Message::Refused { reason, detail } = &msg {
+                let text = refusal_text(&cfg.master, *reason, detail);
+                return if *reason == Refusal::Busy {
+                    End::Retry(text)
+                } else {
+                    End::Fatal(text)
+                };
+            }
+            // The server accepted our position: whatever broke us before is mended.
+            let _ = std::fs::remove_file(root.join(BROKEN_FILE));
+            first = false;
+            *progressed = true;
+        }
+        let outcome = match msg {
+            Message::Batch {
+                prev,
+                end,
+                count,
+                raw_len,
+                body,
+            } => {
+                let records = match wire::unbatch(prev, end, count, raw_len, &body) {
+                    Ok(r) => r,
+                    Err(e) => return End::Retry(format!("from {}: {e}", cfg.master)),
+                };
+                let mut v = lock(vol);
+                if v.head() != prev {
+                    return End::Retry(format!(
+                        "{} sent records after {prev}, but this journal ends at {}",
+                        cfg.master,
+                        v.head()
+                    ));
+                }
+                let pin = pin_in(&records, cfg.until.as_ref());
+                let r = v.receive(&records);
+                if let (Ok(_), Some(seq)) = (&r, pin) {
+                    until_seq = Some(Some(seq));
+                }
+                r.and_then(|_| apply(&mut v, hooks, until_seq.flatten()))
+                    .map(|_| (v.applied(), end))
+            }
+            Message::Segment {
+                first_seq,
+                last_seq,
+                bytes,
+            } => {
+                let buf = match read_segment(&mut rd, bytes).await {
+                    Ok(b) => b,
+                    Err(e) => return End::Retry(format!("from {}: {e}", cfg.master)),
+                };
+                let mut v = lock(vol);
+                let r = v.receive_sealed(&buf);
+                if let Err(VolumeError::Journal(e)) = &r {
+                    if !matches!(e, crate::JournalError::Io { .. }) {
+                        // Damaged in transit or not continuing this journal.
+                        return End::Retry(format!(
+                            "segment {first_seq}-{last_seq} from {} refused: {e}",
+                            cfg.master
+                        ));
+                    }
+                }
+                if r.is_ok() {
+                    if let Some(Target::Snapshot(_)) = &cfg.until {
+                        until_seq = cfg.until.as_ref().map(|t| resolve(&v, t));
+                    }
+                }
+                let end = v.head();
+                r.and_then(|_| apply(&mut v, hooks, until_seq.flatten()))
+                    .map(|_| (v.applied(), end))
+            }
+            Message::Heartbeat { head, .. } => {
+                set(state, |s| s.master_head = Some(head));
+                Ok((lock(vol).applied(), head))
+            }
+            Message::Pinned { at } => {
+                until_seq = Some(Some(at.seq));
+                set(state, |s| s.pinned_at = Some(at));
+                Ok((lock(vol).applied(), at))
+            }
+            Message::Bye => return End::Retry(format!("{} is shutting down", cfg.master)),
+            Message::Refused { reason, detail } => {
+                return End::Fatal(refusal_text(&cfg.master, reason, &detail))
+            }
+            other => {
+                return End::Retry(format!(
+                    "{} sent an unexpected {}",
+                    cfg.master,
+                    super::server::variant(&other)
+                ))
+            }
+        };
+        let (applied, seen) = match outcome {
+            Ok(x) => x,
+            Err(e) => return stalled_or_broken(state, e),
+        };
+        if let Some(tx) = &hooks.head {
+            let v = lock(vol);
+            tx.send_if_modified(|h| {
+                let new = Head::of(&v);
+                let changed = h.position != new.position;
+                *h = new;
+                changed
+            });
+        }
+        set(state, |s| {
+            let head = match s.master_head {
+                Some(h) if h.seq >= seen.seq => h,
+                _ => seen,
+            };
+            s.master_head = Some(head);
+            s.last_heard = Some(Timestamp::now());
+            s.reason = None;
+            let pinned = until_seq.flatten().is_some_and(|u| applied.seq >= u);
+            if pinned {
+                s.pinned_at.get_or_insert(applied);
+            }
+            s.phase = if pinned {
+                Phase::Pinned
+            } else if applied.seq >= head.seq {
+                Phase::Following
+            } else {
+                Phase::CatchingUp
+            };
+            if applied.seq >= head.seq || pinned {
+                s.caught_up_at = Some(Timestamp::now());
+            }
+        });
+        if let Err(e) = wire::write(&mut wr, &Message::Ack { applied }).await {
+            return End::Retry(format!("to {}: {e}", cfg.master));
+        }
+    }
+}
+
+/// The seq of the snapshot marker a pin by name waits for, if it is among `records`.
+fn pin_in(records: &[Vec<u8>], until: Option<&Target>) -> Option<u64> {
+    let Some(Target::Snapshot(name)) = until else {
+        return None;
+    };
+    records.iter().find_map(|r| match crate::Record::decode(r) {
+        Ok(rec) if matches!(&rec.op, Op::Marker(Marker::Snapshot { name: n }) if n == name) => {
+            Some(rec.seq)
+        }
+        _ => None,
+    })
+}
+
+async fn read_segment(rd: &mut OwnedReadHalf, bytes: u64) -> Result<Vec<u8>, WireError> {
+    let cap = crate::format::MAX_SEGMENT_RAW + crate::format::SEALED_HEADER_LEN as u64;
+    if bytes > cap {
+        return Err(WireError::Corrupt(format!(
+            "segment of {bytes} bytes announced"
+        )));
+    }
+    let mut buf = Vec::with_capacity(bytes as usize);
+    while (buf.len() as u64) < bytes {
+        match wire::read_within(rd, SILENCE).await? {
+            Message::SegmentChunk(c) if buf.len() as u64 + c.len() as u64 <= bytes => {
+                buf.extend_from_slice(&c)
+            }
+            Message::SegmentChunk(_) => {
+                return Err(WireError::Corrupt("segment longer than announced".into()))
+            }
+            other => {
+                return Err(WireError::Unexpected(format!(
+                    "{} inside a segment",
+                    super::server::variant(&other)
+                )))
+            }
+        }
+    }
+    Ok(buf)
+}
+
+/// Applies what the journal holds beyond the tree, up to `until`.
+fn apply(v: &mut Volume, hooks: &mut Hooks, until: Option<u64>) -> Result<Position, VolumeError> {
+    let gate = hooks.gate.clone();
+    let applied = &mut hooks.applied;
+    v.replay_gated(until, gate.as_deref(), |e| {
+        if let Some(f) = applied {
+            f(e)
+        }
+    })
+}
+
+/// A failure to journal or apply: a full disk or an I/O error may pass and
+/// is retried; a record the tree refuses means the tree is not what the
+/// journal says, and the replica is broken.
+fn stalled_or_broken(state: &Mutex<FollowState>, e: VolumeError) -> End {
+    let text = format!("{e:#}");
+    let refused = matches!(&e, VolumeError::Apply(a) if a.is_refusal())
+        || matches!(&e, VolumeError::Mismatch { .. })
+        || matches!(&e, VolumeError::Apply(crate::ApplyError::Diverged { .. }));
+    if refused {
+        return End::Fatal(format!("the tree refused a record: {text}"));
+    }
+    set(state, |s| {
+        s.phase = Phase::Stalled;
+        s.reason = Some(text.clone());
+    });
+    End::Retry(format!("stalled: {text}"))
+}
+
+/// Status of a replica volume that no process follows: from its files.
+pub fn idle_state_json(volume: &Path) -> Value {
+    let broken = std::fs::read_to_string(volume.join(BROKEN_FILE)).ok();
+    json!({
+        "state": if broken.is_some() { "broken" } else { "stopped" },
+        "reason": broken.map(|b| b.trim_end().to_owned()),
+    })
+}
