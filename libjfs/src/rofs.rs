@@ -409,13 +409,7 @@ impl RoFs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let file = self
-            .files
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
-            .ok_or(Errno::BADF)?;
+        let file = self.file(fh)?;
         let mut buf = vec![0u8; size as usize];
         let mut n = 0;
         let _g = self.read_gate();
@@ -429,6 +423,28 @@ impl RoFs {
         }
         buf.truncate(n);
         Ok(buf)
+    }
+
+    /// `SEEK_DATA` / `SEEK_HOLE` on an open file (the kernel does the others).
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let file = self.file(fh)?;
+        let offset = u64::try_from(offset).map_err(|_| Errno::INVAL)?;
+        let pos = match whence {
+            3 => rfs::SeekFrom::Data(offset),
+            4 => rfs::SeekFrom::Hole(offset),
+            _ => return Err(Errno::INVAL),
+        };
+        let _g = self.read_gate();
+        Ok(rfs::seek(&*file, pos)? as i64)
+    }
+
+    fn file(&self, fh: u64) -> Result<Arc<File>> {
+        self.files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno::BADF)
     }
 
     pub fn release(&self, fh: u64) {
@@ -728,6 +744,21 @@ impl Filesystem for FuseRo {
         reply: ReplyWrite,
     ) {
         reply.error(rofs_err());
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        match self.fs.lseek(fh.0, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn flush(
