@@ -630,16 +630,7 @@ impl Journal {
         }
         let mut walker = sealed_walker(path, header, &bytes[SEALED_HEADER_LEN..])?;
         while walker.next_entry()?.is_some() {}
-        if walker.pos != header.end() {
-            return Err(walker.corrupt(
-                walker.at,
-                format!(
-                    "body ends at {} but the header says {}",
-                    walker.pos,
-                    header.end()
-                ),
-            ));
-        }
+        walker.expect_end(header.end())?;
         self.seal()?;
         let name = segment_name(header.first_seq, SEALED_EXT);
         // An empty active segment of the same first seq is now covered: open
@@ -870,6 +861,17 @@ impl FrameWalker {
         }
     }
 
+    /// After the last frame of a sealed body: the chain must end where the header says.
+    fn expect_end(&self, end: Position) -> Result<()> {
+        if self.pos != end {
+            return Err(self.corrupt(
+                self.at,
+                format!("body ends at {} but the header says {}", self.pos, end),
+            ));
+        }
+        Ok(())
+    }
+
     fn next_entry(&mut self) -> Result<Option<Entry>> {
         if self.torn.is_some() {
             return Ok(None);
@@ -1026,12 +1028,7 @@ pub fn decode_segment(bytes: &[u8]) -> Result<SegmentContents> {
         entries.push(e);
     }
     if let Some(end) = end {
-        if walker.pos != end {
-            return Err(walker.corrupt(
-                walker.at,
-                format!("body ends at {} but the header says {}", walker.pos, end),
-            ));
-        }
+        walker.expect_end(end)?;
     }
     let torn_tail = walker.torn.map(|r| (walker.at as u64, r));
     Ok(SegmentContents {
@@ -1057,16 +1054,7 @@ pub fn sealed_records(path: &Path, volume_id: VolumeId) -> Result<(SealedHeader,
     while walker.next_entry()?.is_some() {
         records.push(walker.buf[walker.last_payload.clone()].to_vec());
     }
-    if walker.pos != header.end() {
-        return Err(walker.corrupt(
-            walker.at,
-            format!(
-                "body ends at {} but the header says {}",
-                walker.pos,
-                header.end()
-            ),
-        ));
-    }
+    walker.expect_end(header.end())?;
     Ok((header, records))
 }
 
@@ -1088,15 +1076,7 @@ impl Reader {
                     Some(e) => return Ok(Some(e)),
                     None => {
                         if let Some(end) = end {
-                            if walker.pos != *end {
-                                return Err(walker.corrupt(
-                                    walker.at,
-                                    format!(
-                                        "body ends at {} but the header says {}",
-                                        walker.pos, end
-                                    ),
-                                ));
-                            }
+                            walker.expect_end(*end)?;
                         }
                         self.current = None;
                     }
