@@ -225,3 +225,32 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         "a reader changed the damaged segment"
     );
 }
+
+#[test]
+fn replica_volumes_refuse_what_only_a_master_may_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("replica");
+    let id = libjfs::VolumeId([3; 16]);
+    drop(Volume::init_with(&vol, libjfs::Role::Replica, id, b"0123456789abcdef0123").unwrap());
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    // A writable mount of a replica would fork its history from the master's.
+    let err = fails("jfs-master", &[&"mount", &vol, &mnt], 1);
+    assert!(err.contains("is a replica volume"), "{err}");
+    assert!(!common::is_mounted(&mnt));
+    let err = fails("jfs-master", &[&"snapshot", &vol, &"create", &"v1"], 1);
+    assert!(err.contains("create it there"), "{err}");
+    // Nothing follows it: status says so with its exit code.
+    let out = common::run("jfs-replica", &[&"status", &vol, &"--json"]);
+    assert_eq!(out.status.code(), Some(5));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["replication"]["state"], "stopped");
+    // A replica made without `init --master` names no master to follow.
+    let err = fails("jfs-replica", &[&"follow", &vol], 1);
+    assert!(err.contains("names no master"), "{err}");
+    // A master volume does not follow anything.
+    let master = dir.path().join("master");
+    ok("jfs-master", &[&"init", &master]);
+    let err = fails("jfs-replica", &[&"follow", &master], 1);
+    assert!(err.contains("only replica volumes follow"), "{err}");
+}

@@ -277,6 +277,15 @@ fn mount(
     listen: Option<&str>,
 ) -> Result<()> {
     let mut vol = Volume::open(vol_path).with_context(|| format!("open {}", vol_path.display()))?;
+    if vol.role() != Role::Master {
+        anyhow::bail!(
+            "{} is a {} volume: its changes come from its master; serve it read-only with `jfs-replica follow {} --mount {}`",
+            vol_path.display(),
+            vol.role(),
+            vol_path.display(),
+            mountpoint.display()
+        );
+    }
     if let Some((seg, offset, bytes, why)) = &vol.recovery().torn_tail {
         eprintln!(
             "jfs-master: cut a torn tail of {bytes} bytes at offset {offset} of {} ({why})",

@@ -109,7 +109,7 @@ impl FollowState {
         let seconds = match (records, self.caught_up_at) {
             (Some(0), _) => 0.0,
             (_, Some(t)) => seconds_since(t),
-            (_, None) => 0.0,
+            (_, None) => 0.0, // never started
         };
         (records, seconds)
     }
@@ -203,7 +203,25 @@ pub fn follow(
         .enable_all()
         .build()
         .map_err(|e| FollowError::Setup(format!("start the network runtime: {e}")))?;
-    let root = lock(&vol).path().to_owned();
+    let root = {
+        let v = lock(&vol);
+        // Until it hears otherwise, the replica is as fresh as its newest record.
+        let newest = match v.applied().seq {
+            0 => None,
+            seq => v
+                .journal()
+                .read_from(seq)
+                .ok()
+                .and_then(|mut r| r.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.record.time),
+        };
+        set(&state, |s| {
+            s.caught_up_at
+                .get_or_insert(newest.unwrap_or_else(Timestamp::now));
+        });
+        v.path().to_owned()
+    };
     let result = runtime.block_on(async {
         let mut backoff = BACKOFF_MIN;
         loop {
