@@ -491,8 +491,9 @@ async fn session(
                     if !matches!(e, crate::JournalError::Io { .. }) {
                         // Damaged in transit or not continuing this journal.
                         return End::Retry(format!(
-                            "segment {first_seq}-{last_seq} from {} refused: {e}",
-                            cfg.master
+                            "segment {first_seq}-{last_seq} from {} refused: {}",
+                            cfg.master,
+                            with_causes(e)
                         ));
                     }
                 }
@@ -623,7 +624,7 @@ fn apply(v: &mut Volume, hooks: &mut Hooks, until: Option<u64>) -> Result<Positi
 /// is retried; a record the tree refuses means the tree is not what the
 /// journal says, and the replica is broken.
 fn stalled_or_broken(state: &Mutex<FollowState>, e: VolumeError) -> End {
-    let text = format!("{e:#}");
+    let text = with_causes(&e);
     let refused = matches!(&e, VolumeError::Apply(a) if a.is_refusal())
         || matches!(&e, VolumeError::Mismatch { .. })
         || matches!(&e, VolumeError::Apply(crate::ApplyError::Diverged { .. }));
@@ -635,6 +636,20 @@ fn stalled_or_broken(state: &Mutex<FollowState>, e: VolumeError) -> End {
         s.reason = Some(text.clone());
     });
     End::Retry(format!("stalled: {text}"))
+}
+
+/// An error and its causes on one line, `a: b: c`: the cause is often what
+/// the operator needs ("No space left on device"), and `{:#}` shows it only
+/// for anyhow errors.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Status of a replica volume that no process follows: from its files.
