@@ -362,6 +362,16 @@ pub fn join(server: &str, key: &[u8]) -> Result<(VolumeId, Position), String> {
     })
 }
 
+/// The server holds at least `at`. Noted before applying, so that a replica
+/// that stalls applying still shows how far behind it is.
+fn saw(state: &Mutex<FollowState>, at: Position) {
+    set(state, |s| {
+        if s.master_head.is_none_or(|h| h.seq < at.seq) {
+            s.master_head = Some(at);
+        }
+    });
+}
+
 /// The seq a target names in the replica's own journal, if it is there yet.
 fn resolve(vol: &Volume, target: &Target) -> Option<u64> {
     crate::inspect::resolve_target(vol.journal(), target).ok()
@@ -460,6 +470,7 @@ async fn session(
                     Ok(r) => r,
                     Err(e) => return End::Retry(format!("from {}: {e}", cfg.master)),
                 };
+                saw(state, end);
                 let mut v = lock(vol);
                 if v.head() != prev {
                     return End::Retry(format!(
@@ -503,6 +514,7 @@ async fn session(
                     }
                 }
                 let end = v.head();
+                saw(state, end);
                 r.and_then(|_| apply(&mut v, hooks, until_seq.flatten()))
                     .map(|_| (v.applied(), end))
             }
