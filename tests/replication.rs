@@ -997,6 +997,10 @@ fn a_full_disk_stalls_the_replica_until_there_is_room() {
     let reason = s["replication"]["reason"].as_str().unwrap_or("");
     assert!(reason.contains("No space left on device"), "{s}");
     eprintln!("stalled: {reason}");
+    assert!(
+        s["replication"]["lag"]["records"].as_u64().unwrap_or(0) > 0,
+        "a stalled replica lags: {s}"
+    );
     thread::sleep(Duration::from_secs(1));
     assert!(replica.running(), "{}", replica.stderr());
 
