@@ -380,6 +380,16 @@ pub fn join(server: &str, key: &[u8]) -> Result<(VolumeId, Position), String> {
     })
 }
 
+/// The server holds at least `at`. Noted before applying, so that a replica
+/// that stalls applying still shows how far behind it is.
+fn saw(state: &Mutex<FollowState>, at: Position) {
+    set(state, |s| {
+        if s.master_head.is_none_or(|h| h.seq < at.seq) {
+            s.master_head = Some(at);
+        }
+    });
+}
+
 /// The seq a target names in the replica's own journal, if it is there yet.
 fn resolve(vol: &Volume, target: &Target) -> Option<u64> {
     crate::inspect::resolve_target(vol.journal(), target).ok()
@@ -478,6 +488,7 @@ async fn session(
                     Ok(r) => r,
                     Err(e) => return End::Retry(format!("from {}: {e}", cfg.master)),
                 };
+                saw(state, end);
                 let mut v = lock(vol);
                 if v.head() != prev {
                     return End::Retry(format!(
@@ -509,8 +520,9 @@ async fn session(
                     if !matches!(e, crate::JournalError::Io { .. }) {
                         // Damaged in transit or not continuing this journal.
                         return End::Retry(format!(
-                            "segment {first_seq}-{last_seq} from {} refused: {e}",
-                            cfg.master
+                            "segment {first_seq}-{last_seq} from {} refused: {}",
+                            cfg.master,
+                            with_causes(e)
                         ));
                     }
                 }
@@ -520,6 +532,7 @@ async fn session(
                     }
                 }
                 let end = v.head();
+                saw(state, end);
                 r.and_then(|_| apply(&mut v, hooks, until_seq.flatten()))
                     .map(|_| (v.applied(), end))
             }
@@ -641,7 +654,7 @@ fn apply(v: &mut Volume, hooks: &mut Hooks, until: Option<u64>) -> Result<Positi
 /// is retried; a record the tree refuses means the tree is not what the
 /// journal says, and the replica is broken.
 fn stalled_or_broken(state: &Mutex<FollowState>, e: VolumeError) -> End {
-    let text = format!("{e:#}");
+    let text = with_causes(&e);
     let refused = matches!(&e, VolumeError::Apply(a) if a.is_refusal())
         || matches!(&e, VolumeError::Mismatch { .. })
         || matches!(&e, VolumeError::Apply(crate::ApplyError::Diverged { .. }));
@@ -653,6 +666,20 @@ fn stalled_or_broken(state: &Mutex<FollowState>, e: VolumeError) -> End {
         s.reason = Some(text.clone());
     });
     End::Retry(format!("stalled: {text}"))
+}
+
+/// An error and its causes on one line, `a: b: c`: the cause is often what
+/// the operator needs ("No space left on device"), and `{:#}` shows it only
+/// for anyhow errors.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Status of a replica volume that no process follows: from its files.

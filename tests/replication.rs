@@ -1,0 +1,1111 @@
+//! Replication end to end: real `jfs-master` and `jfs-replica` processes,
+//! real FUSE mounts, real TCP on loopback, and a proxy in between that cuts,
+//! stalls and damages the stream. Every replica must end with the master's
+//! journal and tree, or refuse to go on, with its tree left as it was.
+
+mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{bin, is_mounted, ok, run};
+use libjfs::compare::{compare_trees, CompareOptions};
+use proxy::Proxy;
+use rustix::process::Signal;
+use serde_json::Value;
+
+/// How long a replica may take to catch up after the writes stop.
+const CONVERGE: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/// A child process whose stderr a thread collects (so it never blocks on a
+/// full pipe). Dropping it kills and reaps the process and lazily unmounts
+/// its mount point, even when the test failed half-way.
+struct Proc {
+    what: String,
+    child: Option<Child>,
+    err: Arc<Mutex<String>>,
+    mnt: Option<PathBuf>,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    fn spawn(name: &str, args: &[&dyn AsRef<OsStr>], mnt: Option<&Path>) -> Proc {
+        let mut cmd = Command::new(bin(name));
+        for a in args {
+            cmd.arg(a);
+        }
+        let what = format!(
+            "{name} {}",
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let err = Arc::new(Mutex::new(String::new()));
+        let sink = err.clone();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Proc {
+            what,
+            child: Some(child),
+            err,
+            mnt: mnt.map(Path::to_owned),
+            status: None,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    /// Waits for a stderr line holding `pat`; returns what follows `pat` on it.
+    fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.stderr().lines().find(|l| l.contains(pat)) {
+                let at = line.find(pat).unwrap() + pat.len();
+                return line[at..].trim().to_owned();
+            }
+            if let Some(st) = self.try_status() {
+                // Let the reader thread take the last lines before giving up.
+                thread::sleep(Duration::from_millis(200));
+                if let Some(line) = self.stderr().lines().find(|l| l.contains(pat)) {
+                    let at = line.find(pat).unwrap() + pat.len();
+                    return line[at..].trim().to_owned();
+                }
+                panic!(
+                    "{} exited with {st} before saying {pat:?}:\n{}",
+                    self.what,
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not say {pat:?} within {timeout:?}:\n{}",
+                self.what,
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The exit status once the process has exited.
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Some(c) = self.child.as_mut() {
+                if let Some(st) = c.try_wait().unwrap() {
+                    self.status = Some(st);
+                    self.child = None;
+                }
+            }
+        }
+        self.status
+    }
+
+    fn running(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+
+    fn signal(&self, sig: Signal) {
+        let child = self.child.as_ref().expect("the process has exited");
+        rustix::process::kill_process(rustix::process::Pid::from_child(child), sig)
+            .expect("signal the process");
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_status() {
+                // Let the reader thread take the last lines.
+                thread::sleep(Duration::from_millis(50));
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}:\n{}",
+                self.what,
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(&mut self) -> ExitStatus {
+        self.signal(Signal::TERM);
+        self.wait_exit(Duration::from_secs(60))
+    }
+
+    /// SIGKILL; a mount it served is lazily unmounted.
+    fn kill9(&mut self) {
+        self.signal(Signal::KILL);
+        self.wait_exit(Duration::from_secs(30));
+        self.unmount_dead();
+    }
+
+    fn unmount_dead(&self) {
+        if let Some(m) = &self.mnt {
+            if is_mounted(m) {
+                let _ = Command::new("fusermount3")
+                    .arg("-u")
+                    .arg("-z")
+                    .arg(m)
+                    .status();
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.unmount_dead();
+    }
+}
+
+/// `jfs-master mount VOL MNT --listen 127.0.0.1:0`, mounted and serving.
+struct Master {
+    p: Proc,
+    mnt: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Master {
+    fn start(vol: &Path, mnt: &Path, extra: &[&str]) -> Master {
+        let mut args: Vec<&dyn AsRef<OsStr>> =
+            vec![&"mount", &vol, &mnt, &"--listen", &"127.0.0.1:0"];
+        for e in extra {
+            args.push(e);
+        }
+        let mut p = Proc::spawn("jfs-master", &args, Some(mnt));
+        let addr = p
+            .wait_for("jfs-master: serving replicas on ", Duration::from_secs(30))
+            .parse()
+            .expect("the master prints its address");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(mnt) {
+            assert!(Instant::now() < deadline, "the master did not mount");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Master {
+            p,
+            mnt: mnt.to_owned(),
+            addr,
+        }
+    }
+
+    fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Unmounts as an admin would and expects a clean exit; returns stderr.
+    fn unmount(mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("busy") && Instant::now() < deadline,
+                "fusermount3 -u {}: {err}",
+                self.mnt.display()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        let st = self.p.wait_exit(Duration::from_secs(60));
+        let err = self.p.stderr();
+        assert!(st.success(), "jfs-master exited with {st}:\n{err}");
+        err
+    }
+}
+
+/// `jfs-replica follow RVOL [--mount MNT] [extra...]`, once it follows.
+fn follow(rvol: &Path, mnt: Option<&Path>, extra: &[&str]) -> Proc {
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"follow", &rvol];
+    if let Some(m) = &mnt {
+        args.push(&"--mount");
+        args.push(m);
+    }
+    for e in extra {
+        args.push(e);
+    }
+    let mut p = Proc::spawn("jfs-replica", &args, mnt);
+    p.wait_for("jfs-replica: following", Duration::from_secs(30));
+    if let Some(m) = mnt {
+        assert!(
+            is_mounted(m),
+            "follow --mount did not mount {}",
+            m.display()
+        );
+    }
+    p
+}
+
+fn init_replica(rvol: &Path, master: &str, master_vol: &Path) {
+    ok(
+        "jfs-replica",
+        &[
+            &"init",
+            &rvol,
+            &"--master",
+            &master,
+            &"--secret-file",
+            &master_vol.join("secret"),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Status and comparisons
+
+/// `jfs-replica status RVOL --json [extra]`: exit code and the JSON.
+fn replica_status(rvol: &Path, extra: &[&str]) -> (i32, Value) {
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"status", &rvol, &"--json"];
+    for e in extra {
+        args.push(e);
+    }
+    let out = run("jfs-replica", &args);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status of {}: {e}: {}{}",
+            rvol.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+fn master_status(vol: &Path, extra: &[&str]) -> (i32, Value) {
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"status", &vol, &"--json"];
+    for e in extra {
+        args.push(e);
+    }
+    let out = run("jfs-master", &args);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status of {}: {e}: {}{}",
+            vol.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+/// The master's journal head as status shows it: (seq, chain).
+fn master_head(vol: &Path) -> (u64, String) {
+    let (_, s) = master_status(vol, &[]);
+    pos(&s["journal"]["head"])
+}
+
+fn pos(v: &Value) -> (u64, String) {
+    (
+        v["seq"].as_u64().unwrap_or(0),
+        v["chain"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// Polls until every replica's tree is at the master's head; returns it.
+fn wait_converged(master_vol: &Path, replicas: &[&Path], timeout: Duration) -> (u64, String) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let head = master_head(master_vol);
+        let statuses: Vec<Value> = replicas.iter().map(|r| replica_status(r, &[]).1).collect();
+        if statuses.iter().all(|s| pos(&s["position"]) == head) {
+            return head;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not reach the master's head {head:?} within {timeout:?}:\n{}",
+            statuses
+                .iter()
+                .map(|s| format!("{} {}", s["position"], s["replication"]))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Polls until the replica's state is `state`; returns the status.
+fn wait_state(rvol: &Path, state: &str, timeout: Duration) -> (i32, Value) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (code, s) = replica_status(rvol, &[]);
+        if s["replication"]["state"] == state {
+            return (code, s);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} is not {state} after {timeout:?}: {s}",
+            rvol.display()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn assert_same_tree(left: &Path, right: &Path) {
+    let diffs = compare_trees(left, right, &CompareOptions::default()).unwrap();
+    assert!(
+        diffs.is_empty(),
+        "{} and {} differ ({} differences):\n{}",
+        left.display(),
+        right.display(),
+        diffs.len(),
+        diffs
+            .iter()
+            .take(30)
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The journals hold the same records: `jfs-master log --json` of both.
+fn assert_same_journal(master_vol: &Path, rvol: &Path) {
+    let a = ok("jfs-master", &[&"log", &master_vol, &"--json"]);
+    let b = ok("jfs-master", &[&"log", &rvol, &"--json"]);
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    if let Some(i) = (0..la.len().min(lb.len())).find(|&i| la[i] != lb[i]) {
+        panic!(
+            "journals differ at line {}:\nmaster:  {}\nreplica: {}",
+            i + 1,
+            la[i],
+            lb[i]
+        );
+    }
+    assert_eq!(
+        la.len(),
+        lb.len(),
+        "the master's journal has {} records, the replica's {}",
+        la.len(),
+        lb.len()
+    );
+}
+
+/// Copies a tree aside with cp -a (to check later that it did not change).
+fn copy_aside(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+fn sh(script: &str) {
+    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "script failed: {script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `n` files of `size` pseudo-random (incompressible) bytes in `dir`.
+fn write_files(dir: &Path, prefix: &str, n: usize, size: usize, seed: u64) {
+    let mut x = seed | 1;
+    for i in 0..n {
+        let mut data = Vec::with_capacity(size);
+        while data.len() < size {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        data.truncate(size);
+        fs::write(dir.join(format!("{prefix}{i}")), &data).unwrap();
+    }
+}
+
+/// Crate source directories from the cargo registry, enough for `files` files.
+fn real_sources(files: usize) -> Vec<PathBuf> {
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    let mut crates: Vec<PathBuf> = fs::read_dir(home.join("registry/src"))
+        .expect("the cargo registry sources (they exist once the workspace is built)")
+        .flat_map(|index| fs::read_dir(index.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    crates.sort();
+    let mut picked = Vec::new();
+    let mut count = 0;
+    for c in crates {
+        if count >= files {
+            break;
+        }
+        count += walk_count(&c);
+        picked.push(c);
+    }
+    assert!(count >= files, "only {count} files in the registry sources");
+    picked
+}
+
+fn walk_count(p: &Path) -> usize {
+    fs::read_dir(p)
+        .map(|rd| {
+            rd.map(|e| {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    1 + walk_count(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A fresh master volume and an empty mount point in `dir`.
+fn master_volume(dir: &Path) -> (PathBuf, PathBuf) {
+    let vol = dir.join("master");
+    let mnt = dir.join("master-mnt");
+    ok("jfs-master", &[&"init", &vol]);
+    fs::create_dir(&mnt).unwrap();
+    (vol, mnt)
+}
+
+fn erofs<T: std::fmt::Debug>(what: &str, r: std::io::Result<T>) {
+    match r {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) => {}
+        other => panic!("{what}: expected EROFS, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn a_real_workload_reaches_a_replica_and_a_replica_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let master = Master::start(&vol, &mnt, &["--sync", "interval:50"]);
+    let (ra, rb) = (dir.path().join("a"), dir.path().join("b"));
+    let (ma, mb) = (dir.path().join("a-mnt"), dir.path().join("b-mnt"));
+    fs::create_dir(&ma).unwrap();
+    fs::create_dir(&mb).unwrap();
+
+    init_replica(&ra, &master.addr(), &vol);
+    let mut a = follow(&ra, Some(&ma), &["--listen", "127.0.0.1:0"]);
+    let a_addr = a.wait_for("jfs-replica: serving replicas on ", Duration::from_secs(5));
+    init_replica(&rb, &a_addr, &vol);
+    let b = follow(&rb, Some(&mb), &[]);
+
+    // A real source tree, copied while both replicas follow.
+    let t = Instant::now();
+    let sources = real_sources(2500);
+    fs::create_dir(mnt.join("src")).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .args(&sources)
+        .arg(mnt.join("src"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a onto the master's mount failed");
+    eprintln!("cp -a of {} crates: {:?}", sources.len(), t.elapsed());
+
+    // Then everything else people do to a tree.
+    sh(&format!(
+        r#"
+        cd '{m}/src'
+        a=$(ls | sed -n 1p); b=$(ls | sed -n 2p); c=$(ls | sed -n 3p)
+        find "$a" -name '*.rs' | head -50 | xargs sed -i 's/fn /fn  /'
+        mv "$a" "$a-renamed"
+        rm -rf "$b"
+        ln "$a-renamed/Cargo.toml" hardlink
+        ln -s "$a-renamed" symlink
+        ln -s /nonexistent/target dangling
+        chmod -R g+w,o-r "$c"
+        chown -R 1234:5678 "$c"
+        touch -d '2001-02-03 04:05:06.789' "$c/Cargo.toml"
+        dd if=/dev/urandom of=sparse bs=4096 count=3 seek=1000 status=none
+        truncate -s 10M sparse2
+        head -c 100000 /dev/urandom > shrink && truncate -s 777 shrink
+        echo tail >> shrink
+        mkdir -p deep/a/b/c/d/e/f && echo deep > deep/a/b/c/d/e/f/g
+        mv deep/a/b/c deep/c-moved
+        mkfifo fifo
+        chmod 4755 shrink
+        "#,
+        m = mnt.display()
+    ));
+    rustix::fs::setxattr(
+        mnt.join("src/hardlink"),
+        "user.origin",
+        b"registry",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    rustix::fs::setxattr(
+        mnt.join("src"),
+        "user.dir",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+
+    let head = wait_converged(&vol, &[&ra, &rb], CONVERGE);
+    eprintln!("both replicas at {head:?} after {:?}", t.elapsed());
+    let tree = vol.join("tree");
+    assert_same_tree(&tree, &ra.join("tree"));
+    assert_same_tree(&tree, &rb.join("tree"));
+    // What the read-only mounts show is the same tree.
+    assert_same_tree(&tree, &ma);
+    assert_same_tree(&tree, &mb);
+    assert_eq!(
+        fs::read(mb.join("src/deep/c-moved/d/e/f/g")).unwrap(),
+        b"deep\n"
+    );
+
+    // Nothing can change the replicas' mounts.
+    for m in [&ma, &mb] {
+        erofs("write", fs::write(m.join("new"), b"x"));
+        erofs(
+            "overwrite",
+            fs::OpenOptions::new()
+                .write(true)
+                .open(m.join("src/shrink")),
+        );
+        erofs("mkdir", fs::create_dir(m.join("newdir")));
+        erofs("unlink", fs::remove_file(m.join("src/hardlink")));
+        erofs(
+            "chmod",
+            fs::set_permissions(
+                m.join("src/hardlink"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            ),
+        );
+        erofs("rename", fs::rename(m.join("src/shrink"), m.join("moved")));
+    }
+
+    // The master sees replica A, connected and caught up; A sees B.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, s) = master_status(&vol, &["--max-lag-records", "0"]);
+        let replicas = s["replicas"].as_array().cloned().unwrap_or_default();
+        let good = replicas.len() == 1
+            && replicas[0]["connected"] == true
+            && replicas[0]["lag"]["records"] == 0
+            && pos(&replicas[0]["acked"]) == head;
+        if good {
+            assert_eq!(code, 0, "status exits 0 with every replica caught up");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the master does not list replica A caught up: {}",
+            s["replicas"]
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let (code, s) = replica_status(&ra, &[]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["replication"]["state"], "following", "{s}");
+    assert_eq!(s["replication"]["lag"]["records"], 0, "{s}");
+    let served = s["replicas"].as_array().cloned().unwrap_or_default();
+    assert_eq!(served.len(), 1, "A serves B: {s}");
+    assert_eq!(served[0]["connected"], true, "{s}");
+
+    let mut b = b;
+    assert!(b.stop().success(), "{}", b.stderr());
+    assert!(a.stop().success(), "{}", a.stderr());
+    assert!(!is_mounted(&ma) && !is_mounted(&mb), "SIGTERM unmounts");
+    master.unmount();
+    ok("jfs-replica", &[&"verify", &ra]);
+    ok("jfs-replica", &[&"verify", &rb]);
+    assert_same_journal(&vol, &ra);
+    assert_same_journal(&vol, &rb);
+}
+
+/// A shell workload on the master's mount that runs until `stop` exists.
+struct Workload {
+    child: Option<Child>,
+    stop: PathBuf,
+}
+
+impl Workload {
+    /// Copies, edits, renames and removes trees of this repository's sources.
+    fn start(mnt: &Path, tag: &str, stop: &Path) -> Workload {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("libjfs/src");
+        let script = format!(
+            r#"
+            cd '{mnt}'
+            n=0
+            while [ ! -e '{stop}' ]; do
+                cp -a '{src}' {tag}-r$n
+                echo "{tag} $n" > {tag}-f$n
+                chmod 600 {tag}-f$n
+                if [ $n -gt 0 ]; then
+                    rm -rf {tag}-r$((n-1))/journal
+                    mv {tag}-r$((n-1)) {tag}-old$((n-1))
+                    ln {tag}-f$((n-1)) {tag}-link$((n-1))
+                    rm {tag}-f$((n-1))
+                fi
+                [ $n -gt 2 ] && rm -rf {tag}-old$((n-3))
+                n=$((n+1))
+            done
+            "#,
+            mnt = mnt.display(),
+            src = src.display(),
+            stop = stop.display(),
+        );
+        let child = Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Workload {
+            child: Some(child),
+            stop: stop.to_owned(),
+        }
+    }
+
+    /// Asks it to stop after the current round and expects it succeeded.
+    fn finish(mut self) {
+        fs::write(&self.stop, b"").unwrap();
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "the workload failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn kills_cuts_stalls_and_a_master_restart_neither_lose_nor_repeat_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let master = Master::start(&vol, &mnt, &["--sync", "interval:20"]);
+    let proxy = Proxy::start(master.addr);
+    let rvol = dir.path().join("replica");
+    init_replica(&rvol, &proxy.addr().to_string(), &vol);
+    let mut replica = follow(&rvol, None, &[]);
+    let pause = |ms| thread::sleep(Duration::from_millis(ms));
+    let mut kills = 0;
+    let mut cuts = 0;
+
+    let work = Workload::start(&mnt, "one", &dir.path().join("stop-one"));
+    for _ in 0..3 {
+        pause(700);
+        replica.kill9();
+        kills += 1;
+        pause(100);
+        replica = follow(&rvol, None, &[]);
+        pause(500);
+        proxy.cut();
+        cuts += 1;
+    }
+    pause(500);
+    proxy.stall(true);
+    pause(3000);
+    proxy.stall(false);
+    pause(700);
+    proxy.cut();
+    cuts += 1;
+    pause(500);
+    work.finish();
+
+    // The master goes away and comes back on another port.
+    master.unmount();
+    let master = Master::start(&vol, &mnt, &["--sync", "interval:20"]);
+    proxy.set_upstream(master.addr);
+    proxy.cut();
+    let work = Workload::start(&mnt, "two", &dir.path().join("stop-two"));
+    for _ in 0..3 {
+        pause(600);
+        replica.kill9();
+        kills += 1;
+        replica = follow(&rvol, None, &[]);
+        pause(400);
+        proxy.cut();
+        cuts += 1;
+    }
+    pause(500);
+    work.finish();
+
+    let head = wait_converged(&vol, &[&rvol], CONVERGE);
+    eprintln!(
+        "{kills} kills, {cuts} cuts, {} connections; converged at {head:?}",
+        proxy.accepted()
+    );
+    assert!(
+        proxy.accepted() > kills + cuts,
+        "the replica reconnected after each kill and cut"
+    );
+    let st = replica.stop();
+    assert!(st.success(), "{st}: {}", replica.stderr());
+    master.unmount();
+    assert_same_tree(&vol.join("tree"), &rvol.join("tree"));
+    ok("jfs-replica", &[&"verify", &rvol]);
+    assert_same_journal(&vol, &rvol);
+}
+
+#[test]
+fn a_flipped_bit_on_the_wire_is_caught_and_the_replica_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let master = Master::start(&vol, &mnt, &[]);
+    let proxy = Proxy::start(master.addr);
+    let rvol = dir.path().join("replica");
+    init_replica(&rvol, &proxy.addr().to_string(), &vol);
+    let mut replica = follow(&rvol, None, &[]);
+    write_files(&mnt, "before", 5, 64 << 10, 1);
+    wait_converged(&vol, &[&rvol], CONVERGE);
+
+    // Batches of these records are far larger than a heartbeat.
+    proxy.flip_next_bit(4096);
+    write_files(&mnt, "during", 8, 64 << 10, 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.flipped() == 0 {
+        assert!(Instant::now() < deadline, "no batch went through the proxy");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let said = replica.wait_for("damaged", Duration::from_secs(20));
+    assert!(said.contains("checksum"), "{}", replica.stderr());
+
+    // Hold the stream and look at the tree: it is its journal, replayed.
+    proxy.stall(true);
+    thread::sleep(Duration::from_millis(500));
+    let (_, s) = replica_status(&rvol, &[]);
+    let at = pos(&s["position"]);
+    let dest = dir.path().join("materialized");
+    ok(
+        "jfs-replica",
+        &[&"materialize", &rvol, &"--at", &at.0.to_string(), &dest],
+    );
+    assert_same_tree(&dest, &rvol.join("tree"));
+    assert_eq!(pos(&replica_status(&rvol, &[]).1["position"]), at);
+    proxy.stall(false);
+
+    write_files(&mnt, "after", 3, 64 << 10, 3);
+    wait_converged(&vol, &[&rvol], CONVERGE);
+    assert!(proxy.accepted() >= 2, "the replica reconnected");
+    assert_eq!(proxy.flipped(), 1);
+    let st = replica.stop();
+    assert!(st.success(), "{st}: {}", replica.stderr());
+    master.unmount();
+    ok("jfs-replica", &[&"verify", &rvol]);
+    assert_same_tree(&vol.join("tree"), &rvol.join("tree"));
+    assert_same_journal(&vol, &rvol);
+}
+
+#[test]
+fn a_wrong_key_is_refused_and_breaks_the_replica_without_touching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let mut master = Master::start(&vol, &mnt, &[]);
+    fs::write(mnt.join("file"), b"one").unwrap();
+    let wrong = dir.path().join("wrong-secret");
+    fs::write(&wrong, b"0123456789abcdef0123456789abcdef\n").unwrap();
+    let rvol = dir.path().join("replica");
+
+    let out = run(
+        "jfs-replica",
+        &[
+            &"init",
+            &rvol,
+            &"--master",
+            &master.addr(),
+            &"--secret-file",
+            &wrong,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "init with a wrong key succeeded");
+    assert!(err.contains("wrong key"), "{err}");
+    assert!(!rvol.exists(), "a refused init left {}", rvol.display());
+    let logged = master.p.wait_for("wrong key", Duration::from_secs(10));
+    assert!(logged.contains("key"), "{}", master.p.stderr());
+
+    // A replica that had the key, and then another one.
+    init_replica(&rvol, &master.addr(), &vol);
+    let mut replica = follow(&rvol, None, &[]);
+    wait_converged(&vol, &[&rvol], CONVERGE);
+    assert!(replica.stop().success());
+    let before = dir.path().join("before");
+    copy_aside(&rvol.join("tree"), &before);
+    fs::copy(&wrong, rvol.join("secret")).unwrap();
+    fs::write(mnt.join("file2"), b"two").unwrap();
+
+    let mut replica = follow(&rvol, None, &[]);
+    let st = replica.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(3), "{}", replica.stderr());
+    assert!(
+        replica.stderr().contains("wrong key"),
+        "{}",
+        replica.stderr()
+    );
+    let (code, s) = replica_status(&rvol, &[]);
+    assert_eq!(code, 3, "{s}");
+    assert_eq!(s["replication"]["state"], "broken", "{s}");
+    let reason = s["replication"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("key"), "{s}");
+    assert_same_tree(&before, &rvol.join("tree"));
+    master.unmount();
+}
+
+#[test]
+fn a_replica_with_a_record_the_master_lacks_is_diverged_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let master = Master::start(&vol, &mnt, &[]);
+    write_files(&mnt, "f", 3, 1000, 4);
+    let rvol = dir.path().join("replica");
+    init_replica(&rvol, &master.addr(), &vol);
+    let mut replica = follow(&rvol, None, &[]);
+    let head = wait_converged(&vol, &[&rvol], CONVERGE);
+    assert!(replica.stop().success());
+
+    // A record of the replica's own, at the seq the master uses next.
+    let mut v = libjfs::Volume::open(&rvol).unwrap();
+    let own = v
+        .commit(libjfs::Op::Mkdir {
+            path: libjfs::RelPath::new(b"replica-only").unwrap(),
+            node: libjfs::NewNode {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+        })
+        .unwrap();
+    v.close().unwrap();
+    assert_eq!(own.seq, head.0 + 1);
+    let before = dir.path().join("before");
+    copy_aside(&rvol.join("tree"), &before);
+    write_files(&mnt, "g", 3, 1000, 5);
+    assert!(master_head(&vol).0 > own.seq);
+
+    let mut replica = follow(&rvol, None, &[]);
+    let st = replica.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(3), "{}", replica.stderr());
+    assert!(
+        replica.stderr().contains("diverged"),
+        "{}",
+        replica.stderr()
+    );
+    let (code, s) = replica_status(&rvol, &[]);
+    assert_eq!(code, 3, "{s}");
+    assert_eq!(s["replication"]["state"], "broken", "{s}");
+    let reason = s["replication"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("diverged"), "{s}");
+    assert_eq!(pos(&s["position"]).0, own.seq, "{s}");
+    assert_same_tree(&before, &rvol.join("tree"));
+    master.unmount();
+}
+
+/// A tmpfs mounted for the test; unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        fs::create_dir(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t tmpfs {}", dir.display());
+        Tmpfs(dir.to_owned())
+    }
+
+    fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount {}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let st = Command::new("umount").arg(&self.0).status();
+            if !st.is_ok_and(|s| s.success()) {
+                let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_stalls_the_replica_until_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let master = Master::start(&vol, &mnt, &["--sync", "interval:50"]);
+    let small = Tmpfs::mount(&dir.path().join("small"), "16m");
+    let rvol = small.0.join("replica");
+    init_replica(&rvol, &master.addr(), &vol);
+    let mut replica = follow(&rvol, None, &[]);
+
+    write_files(&mnt, "big", 40, 1 << 20, 6);
+    let (code, s) = wait_state(&rvol, "stalled", Duration::from_secs(60));
+    assert_eq!(code, 4, "a stalled replica's status exits 4: {s}");
+    let reason = s["replication"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("No space left on device"), "{s}");
+    eprintln!("stalled: {reason}");
+    assert!(
+        s["replication"]["lag"]["records"].as_u64().unwrap_or(0) > 0,
+        "a stalled replica lags: {s}"
+    );
+    thread::sleep(Duration::from_secs(1));
+    assert!(replica.running(), "{}", replica.stderr());
+
+    small.resize("256m");
+    wait_converged(&vol, &[&rvol], CONVERGE);
+    let (code, s) = replica_status(&rvol, &[]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["replication"]["state"], "following", "{s}");
+    let st = replica.stop();
+    assert!(st.success(), "{st}: {}", replica.stderr());
+    master.unmount();
+    assert_same_tree(&vol.join("tree"), &rvol.join("tree"));
+    ok("jfs-replica", &[&"verify", &rvol]);
+    assert_same_journal(&vol, &rvol);
+}
+
+#[test]
+fn a_replica_pinned_at_a_snapshot_holds_there_and_catches_up_when_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let master = Master::start(&vol, &mnt, &[]);
+    write_files(&mnt, "v1-", 5, 3000, 7);
+    fs::create_dir(mnt.join("dir")).unwrap();
+    ok("jfs-master", &[&"snapshot", &vol, &"create", &"v1"]);
+    let list = ok("jfs-master", &[&"snapshot", &vol, &"list"]);
+    let mut fields = list.lines().next().unwrap().split('\t').skip(1);
+    let v1 = (
+        fields.next().unwrap().parse::<u64>().unwrap(),
+        fields.next().unwrap().to_owned(),
+    );
+    write_files(&mnt, "v2-", 5, 3000, 8);
+    fs::remove_file(mnt.join("v1-0")).unwrap();
+    fs::rename(mnt.join("dir"), mnt.join("dir2")).unwrap();
+
+    let rvol = dir.path().join("replica");
+    let rmnt = dir.path().join("replica-mnt");
+    fs::create_dir(&rmnt).unwrap();
+    init_replica(&rvol, &master.addr(), &vol);
+    let mut replica = follow(&rvol, Some(&rmnt), &["--until", "v1"]);
+    let (code, s) = wait_state(&rvol, "pinned", Duration::from_secs(60));
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(pos(&s["position"]), v1, "{s}");
+    assert_eq!(pos(&s["replication"]["pinned_at"]), v1, "{s}");
+    let at_v1 = dir.path().join("v1");
+    ok(
+        "jfs-replica",
+        &[&"materialize", &vol, &"--at", &"v1", &at_v1],
+    );
+    assert_same_tree(&at_v1, &rvol.join("tree"));
+    assert_same_tree(&at_v1, &rmnt);
+    // It holds there while the master moves on.
+    fs::write(mnt.join("later"), b"later").unwrap();
+    thread::sleep(Duration::from_secs(1));
+    let (_, s) = replica_status(&rvol, &[]);
+    assert_eq!(s["replication"]["state"], "pinned", "{s}");
+    assert_eq!(pos(&s["position"]), v1, "{s}");
+    let st = replica.stop();
+    assert!(st.success(), "{st}: {}", replica.stderr());
+    assert!(!is_mounted(&rmnt));
+
+    // Released, it catches up.
+    let mut replica = follow(&rvol, Some(&rmnt), &[]);
+    wait_converged(&vol, &[&rvol], CONVERGE);
+    assert_same_tree(&vol.join("tree"), &rvol.join("tree"));
+    assert_same_tree(&vol.join("tree"), &rmnt);
+    let st = replica.stop();
+    assert!(st.success(), "{st}: {}", replica.stderr());
+    master.unmount();
+    ok("jfs-replica", &[&"verify", &rvol]);
+}
+
+#[test]
+fn status_exit_codes_tell_stopped_and_lagging_replicas_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let master = Master::start(&vol, &mnt, &[]);
+    fs::write(mnt.join("a"), b"a").unwrap();
+    let rvol = dir.path().join("replica");
+    init_replica(&rvol, &master.addr(), &vol);
+    let (code, s) = replica_status(&rvol, &[]);
+    assert_eq!(code, 5, "nothing follows yet: {s}");
+    assert_eq!(s["replication"]["state"], "stopped", "{s}");
+
+    let mut replica = follow(&rvol, None, &[]);
+    let head = wait_converged(&vol, &[&rvol], CONVERGE);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pos(&master_status(&vol, &[]).1["replicas"][0]["acked"]) != head {
+        assert!(Instant::now() < deadline, "the master never got the ack");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (code, s) = master_status(&vol, &["--max-lag-records", "0"]);
+    assert_eq!(code, 0, "{s}");
+    let (code, s) = replica_status(&rvol, &["--max-lag-records", "0"]);
+    assert_eq!(code, 0, "{s}");
+    assert!(replica.stop().success());
+
+    let (code, s) = replica_status(&rvol, &[]);
+    assert_eq!(code, 5, "a stopped replica: {s}");
+    fs::write(mnt.join("b"), b"b").unwrap();
+    let (code, s) = master_status(&vol, &["--max-lag-records", "0"]);
+    assert_eq!(code, 4, "the replica lacks a record: {s}");
+    let r = &s["replicas"][0];
+    assert_eq!(r["connected"], false, "{s}");
+    assert!(r["lag"]["records"].as_u64().unwrap() > 0, "{s}");
+    let (code, _) = master_status(&vol, &["--max-lag-records", "100"]);
+    assert_eq!(code, 0);
+    master.unmount();
+}
