@@ -242,7 +242,10 @@ pub fn follow(
                     eprintln!("jfs-replica: {reason}; retrying in {backoff:?}");
                     set(&state, |s| {
                         s.connected = false;
-                        s.reason = Some(reason);
+                        // A stall keeps its own reason (set with the phase).
+                        if s.phase != Phase::Stalled {
+                            s.reason = Some(reason);
+                        }
                     });
                 }
             }
