@@ -1109,3 +1109,51 @@ fn status_exit_codes_tell_stopped_and_lagging_replicas_apart() {
     assert_eq!(code, 0);
     master.unmount();
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
+}
+
+#[test]
+fn a_stalled_replica_neither_blocks_the_master_nor_grows_its_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let master = Master::start(&vol, &mnt, &["--sync", "interval:5"]);
+    let pid = master.p.child.as_ref().unwrap().id();
+    let proxy = Proxy::start(master.addr);
+    let rvol = dir.path().join("replica");
+    init_replica(&rvol, &proxy.addr().to_string(), &vol);
+    let mut replica = follow(&rvol, None, &[]);
+    write_files(&mnt, "warm", 4, 1 << 20, 1);
+    wait_converged(&vol, &[&rvol], CONVERGE);
+    let before = rss(pid);
+
+    // The replica takes no more bytes; the master goes on writing 192 MiB.
+    proxy.stall(true);
+    write_files(&mnt, "big", 48, 4 << 20, 2);
+    let after = rss(pid);
+    assert!(
+        after < before + (48 << 20),
+        "the master grew from {before} to {after} bytes while a replica stalled"
+    );
+    let (_, s) = master_status(&vol, &[]);
+    let lag = &s["replicas"][0]["lag"];
+    assert!(lag["records"].as_u64().unwrap() > 0, "{s}");
+    assert!(lag["bytes"].as_u64().unwrap() >= 100 << 20, "{s}");
+
+    // Released, it catches up with everything.
+    proxy.stall(false);
+    wait_converged(&vol, &[&rvol], CONVERGE);
+    let st = replica.stop();
+    assert!(st.success(), "{st}: {}", replica.stderr());
+    master.unmount();
+    assert_same_tree(&vol.join("tree"), &rvol.join("tree"));
+    assert_same_journal(&vol, &rvol);
+}
