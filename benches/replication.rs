@@ -739,6 +739,8 @@ struct Lag {
     lags: Vec<f64>,
     /// Per write, how long the write+close took on the master.
     write_times: Vec<f64>,
+    /// Per write, when it returned, in seconds from the first write's start.
+    at: Vec<f64>,
     /// From the first write's start to the last write's return.
     writing: Duration,
     /// From the first write's start to the last write visible on the replica.
@@ -832,6 +834,7 @@ impl LagEnv {
             n,
             lags,
             write_times,
+            at: returns.iter().map(|r| secs(*r - t0)).collect(),
             writing,
             until_last: seen[n - 1] - t0,
         })
@@ -884,6 +887,39 @@ fn watch(
     Ok(seen)
 }
 
+/// Runs of consecutive writes more than 10 ms late: when each began (s from
+/// the start), how many writes, the worst lag; at most eight.
+fn episodes(l: &Lag) -> String {
+    let mut out: Vec<(f64, usize, f64)> = Vec::new();
+    let mut prev_late = false;
+    for (lag, at) in l.lags.iter().zip(&l.at) {
+        let late = *lag > 0.010;
+        if late {
+            match out.last_mut() {
+                Some(e) if prev_late => {
+                    e.1 += 1;
+                    e.2 = e.2.max(*lag);
+                }
+                _ => out.push((*at, 1, *lag)),
+            }
+        }
+        prev_late = late;
+    }
+    if out.is_empty() {
+        return "none".into();
+    }
+    let n = out.len();
+    let mut s: Vec<String> = out
+        .iter()
+        .take(8)
+        .map(|(at, k, max)| format!("t={at:.2}s x{k} max {:.0}ms", ms(*max)))
+        .collect();
+    if n > 8 {
+        s.push(format!("... {} more", n - 8));
+    }
+    s.join(", ")
+}
+
 /// The value at fraction `p` of sorted `v`.
 fn pct(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
@@ -933,6 +969,11 @@ fn print_lag(rows: &[(&str, Lag, Lag)], rate: f64) {
                 secs(l.until_last),
             );
         }
+        println!(
+            "   {:<34} steady: writes over 10 ms late, in runs: {}",
+            "",
+            episodes(steady)
+        );
         println!(
             "   {:<34} burst: {:.0} writes/s; last visible {:.1} ms after the last write returned",
             "",
