@@ -384,18 +384,14 @@ impl Volume {
     }
 
     /// Journals records received from the volume's master (or an upstream
-    /// replica), exactly as they were journaled there, and makes them
-    /// durable. They must continue this journal's head. Nothing is applied:
-    /// [`Volume::replay_gated`] does that.
+    /// replica), exactly as they were journaled there. They must continue
+    /// this journal's head. They are durable after [`Journal::sync`], and
+    /// nothing is applied: [`Volume::replay_gated`] does that, after the sync.
+    /// On an error, the records before the failing one stay journaled.
     pub fn receive(&mut self, records: &[Vec<u8>]) -> Result<Position> {
         for bytes in records {
-            if let Err(e) = self.journal.append_encoded(bytes) {
-                // Keep what was whole and durable; the rest comes again.
-                let _ = self.journal.sync();
-                return Err(e.into());
-            }
+            self.journal.append_encoded(bytes)?;
         }
-        self.journal.sync()?;
         self.journal.seal_if_full()?;
         Ok(self.journal.head())
     }

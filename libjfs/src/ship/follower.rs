@@ -411,7 +411,9 @@ async fn session(
         let mut v = lock(vol);
         let until_seq = cfg.until.as_ref().map(|t| resolve(&v, t));
         let limit = until_seq.flatten();
-        if let Err(e) = apply(&mut v, hooks, limit) {
+        // Nothing is applied before it is durable in the journal.
+        let durable = v.journal().sync().map_err(VolumeError::from);
+        if let Err(e) = durable.and_then(|_| apply(&mut v, hooks, limit)) {
             return stalled_or_broken(state, e);
         }
         (v.id(), v.head(), until_seq)
@@ -445,14 +447,42 @@ async fn session(
         s.master_head = Some(head);
         s.last_heard = Some(Timestamp::now());
     });
+    // A task reads the connection ahead, so that what arrives while the
+    // replica syncs and applies is taken in the next round as one group:
+    // one fdatasync and one ack however many batches it holds.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(QUEUE);
+    let _reader = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let item = match wire::read_within(&mut rd, SILENCE).await {
+                Ok(Message::Segment {
+                    first_seq,
+                    last_seq,
+                    bytes,
+                }) => read_segment(&mut rd, bytes)
+                    .await
+                    .map(|bytes| Incoming::Segment {
+                        first_seq,
+                        last_seq,
+                        bytes,
+                    }),
+                Ok(m) => Ok(Incoming::Msg(m)),
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    }));
     let mut first = true;
     let mut settle = tokio::time::interval(SETTLE_EVERY);
     settle.reset();
     loop {
-        let msg = tokio::select! {
-            m = wire::read_within(&mut rd, SILENCE) => match m {
-                Ok(m) => m,
-                Err(e) => return End::Retry(format!("from {}: {e}", cfg.master)),
+        let item = tokio::select! {
+            item = rx.recv() => match item {
+                Some(Ok(item)) => item,
+                Some(Err(e)) => return End::Retry(format!("from {}: {e}", cfg.master)),
+                None => return End::Retry(format!("{} closed the connection", cfg.master)),
             },
             _ = stop.changed() => {
                 let _ = wire::write(&mut wr, &Message::Bye).await;
@@ -466,7 +496,7 @@ async fn session(
             }
         };
         if first {
-            if let Message::Refused { reason, detail } = &msg {
+            if let Incoming::Msg(Message::Refused { reason, detail }) = &item {
                 let text = refusal_text(&cfg.master, *reason, detail);
                 return if *reason == Refusal::Busy {
                     End::Retry(text)
@@ -479,106 +509,143 @@ async fn session(
             first = false;
             *progressed = true;
         }
-        let outcome = match msg {
-            Message::Batch {
-                prev,
-                end,
-                count,
-                raw_len,
-                body,
-            } => {
-                let records = match wire::unbatch(prev, end, count, raw_len, &body) {
-                    Ok(r) => r,
-                    Err(e) => return End::Retry(format!("from {}: {e}", cfg.master)),
-                };
-                saw(state, end);
-                let mut v = lock(vol);
-                if v.head() != prev {
-                    return End::Retry(format!(
-                        "{} sent records after {prev}, but this journal ends at {}",
-                        cfg.master,
-                        v.head()
-                    ));
+        let mut group = vec![item];
+        let mut size = group[0].size();
+        let mut after = None;
+        while size < GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(Ok(item)) => {
+                    size += item.size();
+                    group.push(item);
                 }
-                let pin = pin_in(&records, cfg.until.as_ref());
-                let r = v.receive(&records);
-                if let (Ok(_), Some(seq)) = (&r, pin) {
-                    until_seq = Some(Some(seq));
+                Ok(Err(e)) => {
+                    after = Some(End::Retry(format!("from {}: {e}", cfg.master)));
+                    break;
                 }
-                r.and_then(|_| apply(&mut v, hooks, until_seq.flatten()))
-                    .map(|_| (v.applied(), end))
+                Err(_) => break,
             }
-            Message::Segment {
-                first_seq,
-                last_seq,
-                bytes,
-            } => {
-                let buf = match read_segment(&mut rd, bytes).await {
-                    Ok(b) => b,
-                    Err(e) => return End::Retry(format!("from {}: {e}", cfg.master)),
-                };
-                let mut v = lock(vol);
-                let r = v.receive_sealed(&buf);
-                if let Err(VolumeError::Journal(e)) = &r {
-                    if !matches!(e, crate::JournalError::Io { .. }) {
-                        // Damaged in transit or not continuing this journal.
-                        return End::Retry(format!(
-                            "segment {first_seq}-{last_seq} from {} refused: {}",
+        }
+
+        let applied = {
+            let mut v = lock(vol);
+            let mut seen: Option<Position> = None;
+            for item in group {
+                let end = match item {
+                    Incoming::Msg(Message::Batch {
+                        prev,
+                        end,
+                        count,
+                        raw_len,
+                        body,
+                    }) => {
+                        let records = match wire::unbatch(prev, end, count, raw_len, &body) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                after = Some(End::Retry(format!("from {}: {e}", cfg.master)));
+                                break;
+                            }
+                        };
+                        if v.head() != prev {
+                            after = Some(End::Retry(format!(
+                                "{} sent records after {prev}, but this journal ends at {}",
+                                cfg.master,
+                                v.head()
+                            )));
+                            break;
+                        }
+                        let pin = pin_in(&records, cfg.until.as_ref());
+                        if let Err(e) = v.receive(&records) {
+                            after = Some(stalled_or_broken(state, e));
+                            break;
+                        }
+                        if let Some(seq) = pin {
+                            until_seq = Some(Some(seq));
+                        }
+                        end
+                    }
+                    Incoming::Segment {
+                        first_seq,
+                        last_seq,
+                        bytes,
+                    } => match v.receive_sealed(&bytes) {
+                        Ok(end) => {
+                            if let Some(Target::Snapshot(_)) = &cfg.until {
+                                until_seq = cfg.until.as_ref().map(|t| resolve(&v, t));
+                            }
+                            end
+                        }
+                        Err(VolumeError::Journal(e))
+                            if !matches!(e, crate::JournalError::Io { .. }) =>
+                        {
+                            // Damaged in transit or not continuing this journal.
+                            after = Some(End::Retry(format!(
+                                "segment {first_seq}-{last_seq} from {} refused: {}",
+                                cfg.master,
+                                with_causes(&e)
+                            )));
+                            break;
+                        }
+                        Err(e) => {
+                            after = Some(stalled_or_broken(state, e));
+                            break;
+                        }
+                    },
+                    Incoming::Msg(Message::Heartbeat { head, .. }) => head,
+                    Incoming::Msg(Message::Pinned { at }) => {
+                        until_seq = Some(Some(at.seq));
+                        set(state, |s| s.pinned_at = Some(at));
+                        at
+                    }
+                    Incoming::Msg(Message::Bye) => {
+                        after = Some(End::Retry(format!("{} is shutting down", cfg.master)));
+                        break;
+                    }
+                    Incoming::Msg(Message::Refused { reason, detail }) => {
+                        after = Some(End::Fatal(refusal_text(&cfg.master, reason, &detail)));
+                        break;
+                    }
+                    Incoming::Msg(other) => {
+                        after = Some(End::Retry(format!(
+                            "{} sent an unexpected {}",
                             cfg.master,
-                            with_causes(e)
-                        ));
+                            super::server::variant(&other)
+                        )));
+                        break;
                     }
+                };
+                if seen.is_none_or(|s| end.seq > s.seq) {
+                    seen = Some(end);
                 }
-                if r.is_ok() {
-                    if let Some(Target::Snapshot(_)) = &cfg.until {
-                        until_seq = cfg.until.as_ref().map(|t| resolve(&v, t));
-                    }
-                }
-                let end = v.head();
+            }
+            if let Some(end) = seen {
                 saw(state, end);
-                r.and_then(|_| apply(&mut v, hooks, until_seq.flatten()))
-                    .map(|_| (v.applied(), end))
             }
-            Message::Heartbeat { head, .. } => {
-                set(state, |s| s.master_head = Some(head));
-                Ok((lock(vol).applied(), head))
+            // Whatever the group journaled is made durable, then applied, also
+            // when the group ended early.
+            let applied = v
+                .journal()
+                .sync()
+                .map_err(VolumeError::from)
+                .and_then(|_| apply(&mut v, hooks, until_seq.flatten()));
+            let applied = match applied {
+                Ok(p) => p,
+                Err(e) => return stalled_or_broken(state, e),
+            };
+            if let Some(tx) = &hooks.head {
+                tx.send_if_modified(|h| {
+                    let new = Head::of(&v);
+                    let changed = h.position != new.position;
+                    *h = new;
+                    changed
+                });
             }
-            Message::Pinned { at } => {
-                until_seq = Some(Some(at.seq));
-                set(state, |s| s.pinned_at = Some(at));
-                Ok((lock(vol).applied(), at))
-            }
-            Message::Bye => return End::Retry(format!("{} is shutting down", cfg.master)),
-            Message::Refused { reason, detail } => {
-                return End::Fatal(refusal_text(&cfg.master, reason, &detail))
-            }
-            other => {
-                return End::Retry(format!(
-                    "{} sent an unexpected {}",
-                    cfg.master,
-                    super::server::variant(&other)
-                ))
-            }
+            applied
         };
-        let (applied, seen) = match outcome {
-            Ok(x) => x,
-            Err(e) => return stalled_or_broken(state, e),
-        };
-        if let Some(tx) = &hooks.head {
-            let v = lock(vol);
-            tx.send_if_modified(|h| {
-                let new = Head::of(&v);
-                let changed = h.position != new.position;
-                *h = new;
-                changed
-            });
+        if let Some(end) = after {
+            return end;
         }
         set(state, |s| {
-            let head = match s.master_head {
-                Some(h) if h.seq >= seen.seq => h,
-                _ => seen,
-            };
-            s.master_head = Some(head);
+            let head = s.master_head.unwrap_or(applied);
             s.last_heard = Some(Timestamp::now());
             s.reason = None;
             let pinned = until_seq.flatten().is_some_and(|u| applied.seq >= u);
@@ -599,6 +666,39 @@ async fn session(
         if let Err(e) = wire::write(&mut wr, &Message::Ack { applied }).await {
             return End::Retry(format!("to {}: {e}", cfg.master));
         }
+    }
+}
+
+/// What the reader task hands on: a message, or a whole sealed segment.
+enum Incoming {
+    Msg(Message),
+    Segment {
+        first_seq: u64,
+        last_seq: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+impl Incoming {
+    fn size(&self) -> usize {
+        match self {
+            Incoming::Msg(Message::Batch { raw_len, .. }) => *raw_len as usize,
+            Incoming::Msg(_) => 64,
+            Incoming::Segment { bytes, .. } => bytes.len(),
+        }
+    }
+}
+
+/// Messages read ahead, at most.
+const QUEUE: usize = 16;
+/// A group taken at once stops growing past this many bytes.
+const GROUP_BYTES: usize = 16 << 20;
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
