@@ -450,7 +450,8 @@ async fn session(
     // A task reads the connection ahead, so that what arrives while the
     // replica syncs and applies is taken in the next round as one group:
     // one fdatasync and one ack however many batches it holds.
-    let (tx, mut rx) = tokio::sync::mpsc::channel(QUEUE);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let budget = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD));
     let _reader = AbortOnDrop(tokio::spawn(async move {
         loop {
             let item = match wire::read_within(&mut rd, SILENCE).await {
@@ -469,7 +470,13 @@ async fn session(
                 Err(e) => Err(e),
             };
             let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
+            // Read ahead no further than the budget; the permit travels
+            // with the item and returns when the item is taken.
+            let cost = item.as_ref().map_or(0, Incoming::size).clamp(1, READ_AHEAD);
+            let Ok(permit) = budget.clone().acquire_many_owned(cost as u32).await else {
+                return;
+            };
+            if tx.send((item, permit)).is_err() || failed {
                 return;
             }
         }
@@ -480,8 +487,8 @@ async fn session(
     loop {
         let item = tokio::select! {
             item = rx.recv() => match item {
-                Some(Ok(item)) => item,
-                Some(Err(e)) => return End::Retry(format!("from {}: {e}", cfg.master)),
+                Some((Ok(item), _permit)) => item,
+                Some((Err(e), _)) => return End::Retry(format!("from {}: {e}", cfg.master)),
                 None => return End::Retry(format!("{} closed the connection", cfg.master)),
             },
             _ = stop.changed() => {
@@ -514,11 +521,11 @@ async fn session(
         let mut after = None;
         while size < GROUP_BYTES {
             match rx.try_recv() {
-                Ok(Ok(item)) => {
+                Ok((Ok(item), _permit)) => {
                     size += item.size();
                     group.push(item);
                 }
-                Ok(Err(e)) => {
+                Ok((Err(e), _)) => {
                     after = Some(End::Retry(format!("from {}: {e}", cfg.master)));
                     break;
                 }
@@ -689,8 +696,8 @@ impl Incoming {
     }
 }
 
-/// Messages read ahead, at most.
-const QUEUE: usize = 16;
+/// Bytes of messages read ahead, at most.
+const READ_AHEAD: usize = 64 << 20;
 /// A group taken at once stops growing past this many bytes.
 const GROUP_BYTES: usize = 16 << 20;
 
