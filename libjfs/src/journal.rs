@@ -608,7 +608,7 @@ impl Journal {
     /// byte for byte, after verifying all of it: header, checksum, every
     /// record, and that it continues this journal's head. Records in the
     /// active segment are sealed first, so the segment becomes the newest.
-    pub fn install_sealed(&mut self, bytes: &[u8]) -> Result<SegmentInfo> {
+    pub fn install_sealed(&mut self, bytes: &[u8]) -> Result<(SegmentInfo, Vec<Entry>)> {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
@@ -629,7 +629,10 @@ impl Journal {
             });
         }
         let mut walker = sealed_walker(path, header, &bytes[SEALED_HEADER_LEN..])?;
-        while walker.next_entry()?.is_some() {}
+        let mut entries = Vec::new();
+        while let Some(e) = walker.next_entry()? {
+            entries.push(e);
+        }
         walker.expect_end(header.end())?;
         self.seal()?;
         let name = segment_name(header.first_seq, SEALED_EXT);
@@ -652,13 +655,14 @@ impl Journal {
         let old = std::mem::replace(&mut self.active, create_active(&self.dir, next)?);
         fs::remove_file(&old.path).map_err(io_err(format!("remove {}", old.path.display())))?;
         sync_dir(&self.dir)?;
-        Ok(SegmentInfo {
+        let info = SegmentInfo {
             path,
             sealed: true,
             first_seq: header.first_seq,
             last_seq: header.last_seq,
             file_bytes,
-        })
+        };
+        Ok((info, entries))
     }
 
     /// Bytes the journal takes on disk.

@@ -388,18 +388,60 @@ impl Volume {
     /// this journal's head. They are durable after [`Journal::sync`], and
     /// nothing is applied: [`Volume::replay_gated`] does that, after the sync.
     /// On an error, the records before the failing one stay journaled.
-    pub fn receive(&mut self, records: &[Vec<u8>]) -> Result<Position> {
+    ///
+    /// Returns the journaled entries, for [`Volume::apply_received`].
+    pub fn receive(&mut self, records: &[Vec<u8>]) -> Result<Vec<Entry>> {
+        let mut entries = Vec::with_capacity(records.len());
         for bytes in records {
-            self.journal.append_encoded(bytes)?;
+            let prev_chain = self.journal.head().chain;
+            let (position, record) = self.journal.append_encoded(bytes)?;
+            entries.push(Entry {
+                position,
+                prev_chain,
+                record,
+            });
         }
         self.journal.seal_if_full()?;
-        Ok(self.journal.head())
+        Ok(entries)
     }
 
     /// Journals a sealed segment received as a file; see [`Journal::install_sealed`].
-    pub fn receive_sealed(&mut self, bytes: &[u8]) -> Result<Position> {
-        self.journal.install_sealed(bytes)?;
-        Ok(self.journal.head())
+    pub fn receive_sealed(&mut self, bytes: &[u8]) -> Result<Vec<Entry>> {
+        Ok(self.journal.install_sealed(bytes)?.1)
+    }
+
+    /// Applies entries just received (the journal holds them), up to
+    /// `until`, as [`Volume::replay_gated`] does but without reading them
+    /// back from the journal. Records the journal holds before them that
+    /// the tree lacks (an earlier failure) are replayed first.
+    pub fn apply_received(
+        &mut self,
+        entries: &[Entry],
+        until: Option<u64>,
+        gate: Option<&std::sync::RwLock<()>>,
+        mut applied: impl FnMut(&Entry),
+    ) -> Result<Position> {
+        let end = until.unwrap_or(u64::MAX);
+        if let Some(first) = entries.first() {
+            if self.applier.applied().seq + 1 < first.record.seq {
+                self.replay_gated(Some((first.record.seq - 1).min(end)), gate, &mut applied)?;
+            }
+        }
+        for entry in entries {
+            let seq = entry.record.seq;
+            if seq <= self.applier.applied().seq {
+                continue;
+            }
+            if seq > end {
+                break;
+            }
+            {
+                let _held = gate.map(|g| g.write().unwrap_or_else(|p| p.into_inner()));
+                self.applier.apply(entry)?;
+            }
+            applied(entry);
+        }
+        Ok(self.applier.applied())
     }
 
     /// A setting kept in the volume's meta database (`None` if unset).

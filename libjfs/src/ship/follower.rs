@@ -40,6 +40,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SILENCE: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Journaled records are made durable this often while following.
+const SYNC_EVERY: Duration = Duration::from_millis(10);
 /// The tree and position are made durable this often while following.
 const SETTLE_EVERY: Duration = Duration::from_secs(5);
 
@@ -484,7 +486,14 @@ async fn session(
     let mut first = true;
     let mut settle = tokio::time::interval(SETTLE_EVERY);
     settle.reset();
+    // Records are applied as soon as they are journaled (in the page cache)
+    // and made durable together a moment later, as the master's interval
+    // policy does: one fdatasync per interval however many records came.
+    let mut durable = lock(vol).head();
+    let mut flush = tokio::time::interval(SYNC_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let dirty = lock(vol).head() != durable;
         let item = tokio::select! {
             item = rx.recv() => match item {
                 Some((Ok(item), _permit)) => item,
@@ -496,8 +505,24 @@ async fn session(
                 return End::Stopped;
             }
             _ = settle.tick() => {
-                if let Err(e) = lock(vol).sync() {
+                let mut v = lock(vol);
+                if let Err(e) = v.sync() {
                     return stalled_or_broken(state, e);
+                }
+                durable = v.head();
+                continue;
+            }
+            _ = flush.tick(), if dirty => {
+                let (applied, head) = {
+                    let v = lock(vol);
+                    if let Err(e) = v.journal().sync() {
+                        return stalled_or_broken(state, e.into());
+                    }
+                    (v.applied(), v.head())
+                };
+                durable = head;
+                if let Err(e) = wire::write(&mut wr, &Message::Ack { applied, durable }).await {
+                    return End::Retry(format!("to {}: {e}", cfg.master));
                 }
                 continue;
             }
@@ -536,6 +561,7 @@ async fn session(
         let applied = {
             let mut v = lock(vol);
             let mut seen: Option<Position> = None;
+            let mut received = Vec::new();
             for item in group {
                 let end = match item {
                     Incoming::Msg(Message::Batch {
@@ -561,9 +587,12 @@ async fn session(
                             break;
                         }
                         let pin = pin_in(&records, cfg.until.as_ref());
-                        if let Err(e) = v.receive(&records) {
-                            after = Some(stalled_or_broken(state, e));
-                            break;
+                        match v.receive(&records) {
+                            Ok(entries) => received.extend(entries),
+                            Err(e) => {
+                                after = Some(stalled_or_broken(state, e));
+                                break;
+                            }
                         }
                         if let Some(seq) = pin {
                             until_seq = Some(Some(seq));
@@ -575,11 +604,12 @@ async fn session(
                         last_seq,
                         bytes,
                     } => match v.receive_sealed(&bytes) {
-                        Ok(end) => {
+                        Ok(entries) => {
+                            received.extend(entries);
                             if let Some(Target::Snapshot(_)) = &cfg.until {
                                 until_seq = cfg.until.as_ref().map(|t| resolve(&v, t));
                             }
-                            end
+                            v.head()
                         }
                         Err(VolumeError::Journal(e))
                             if !matches!(e, crate::JournalError::Io { .. }) =>
@@ -627,13 +657,9 @@ async fn session(
             if let Some(end) = seen {
                 saw(state, end);
             }
-            // Whatever the group journaled is made durable, then applied, also
-            // when the group ended early.
-            let applied = v
-                .journal()
-                .sync()
-                .map_err(VolumeError::from)
-                .and_then(|_| apply(&mut v, hooks, until_seq.flatten()));
+            // Whatever the group journaled is applied, also when the group
+            // ended early; it becomes durable at the next flush.
+            let applied = apply_group(&mut v, hooks, until_seq.flatten(), &received);
             let applied = match applied {
                 Ok(p) => p,
                 Err(e) => return stalled_or_broken(state, e),
@@ -670,7 +696,7 @@ async fn session(
                 s.caught_up_at = Some(Timestamp::now());
             }
         });
-        if let Err(e) = wire::write(&mut wr, &Message::Ack { applied }).await {
+        if let Err(e) = wire::write(&mut wr, &Message::Ack { applied, durable }).await {
             return End::Retry(format!("to {}: {e}", cfg.master));
         }
     }
@@ -747,6 +773,31 @@ async fn read_segment(rd: &mut OwnedReadHalf, bytes: u64) -> Result<Vec<u8>, Wir
         }
     }
     Ok(buf)
+}
+
+/// Applies the entries a group journaled; only when there are none but the
+/// journal still holds records the tree lacks (an earlier failure) are they
+/// read back from the journal.
+fn apply_group(
+    v: &mut Volume,
+    hooks: &mut Hooks,
+    until: Option<u64>,
+    received: &[Entry],
+) -> Result<Position, VolumeError> {
+    let limit = until.unwrap_or(u64::MAX).min(v.head().seq);
+    if received.is_empty() {
+        if v.applied().seq >= limit {
+            return Ok(v.applied());
+        }
+        return apply(v, hooks, until);
+    }
+    let gate = hooks.gate.clone();
+    let applied = &mut hooks.applied;
+    v.apply_received(received, until, gate.as_deref(), |e| {
+        if let Some(f) = applied {
+            f(e)
+        }
+    })
 }
 
 /// Applies what the journal holds beyond the tree, up to `until`.

@@ -66,6 +66,9 @@ pub struct ReplicaInfo {
     pub listen: Option<String>,
     pub connected: bool,
     pub acked: Position,
+    /// Where the replica's journal is durable (what it keeps after a power cut).
+    #[serde(default)]
+    pub durable: Option<Position>,
     pub last_seen: Timestamp,
 }
 
@@ -228,6 +231,7 @@ impl Shared {
                     "listen": r.listen,
                     "connected": r.connected,
                     "acked": position_json(r.acked),
+                    "durable": r.durable.map(position_json),
                     "last_seen": r.last_seen.to_rfc3339(),
                     "lag": { "records": behind, "bytes": bytes, "seconds": seconds },
                 })
@@ -450,6 +454,7 @@ async fn converse(
                 listen,
                 connected: true,
                 acked: from,
+                durable: None,
                 last_seen: Timestamp::now(),
             },
         );
@@ -478,8 +483,9 @@ async fn converse(
 async fn read_acks(shared: &Shared, id: &str, rd: &mut OwnedReadHalf) -> Result<(), ConvError> {
     loop {
         match wire::read_within(rd, READ_TIMEOUT).await? {
-            Message::Ack { applied } => shared.update(id, |r| {
+            Message::Ack { applied, durable } => shared.update(id, |r| {
                 r.acked = applied;
+                r.durable = Some(durable);
                 r.last_seen = Timestamp::now();
             }),
             Message::Bye => return Ok(()),

@@ -130,9 +130,11 @@ pub enum Message {
         reason: Refusal,
         detail: String,
     },
-    /// Everything up to `applied` is in the replica's journal and tree.
+    /// Everything up to `applied` is in the replica's journal and tree, and
+    /// its journal is durable up to `durable`.
     Ack {
         applied: Position,
+        durable: Position,
     },
     Bye,
 }
