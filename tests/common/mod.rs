@@ -197,3 +197,89 @@ impl Drop for MountedMaster {
         }
     }
 }
+
+/// Runs a shell script (`sh -e`) and expects it to succeed.
+pub fn sh(script: &str) {
+    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "script failed: {script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Crate source directories from the cargo registry, enough for `files` files.
+pub fn real_sources(files: usize) -> Vec<PathBuf> {
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(home.join("registry/src"))
+        .expect("the cargo registry sources (they exist once the workspace is built)")
+        .flat_map(|index| std::fs::read_dir(index.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    crates.sort();
+    let mut picked = Vec::new();
+    let mut count = 0;
+    for c in crates {
+        if count >= files {
+            break;
+        }
+        count += walk_count(&c);
+        picked.push(c);
+    }
+    assert!(
+        count >= files,
+        "only {count} files in the cargo registry sources"
+    );
+    picked
+}
+
+/// Entries below `p`, directories included.
+pub fn walk_count(p: &Path) -> usize {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.map(|e| {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    1 + walk_count(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// What people do to a tree after copying it in, run in `dir` (which holds
+/// at least three directories): edits of `edits` source files, renames,
+/// removal, hardlinks, symlinks, modes, owners, an old mtime, sparse files,
+/// truncation, deep moves, a fifo, setuid.
+pub fn everyday_edits(dir: &Path, edits: usize) {
+    sh(&format!(
+        r#"
+        cd '{d}'
+        a=$(ls | sed -n 1p); b=$(ls | sed -n 2p); c=$(ls | sed -n 3p)
+        find "$a" -name '*.rs' | head -{edits} | xargs sed -i 's/fn /fn  /'
+        mv "$a" "$a-renamed"
+        rm -rf "$b"
+        ln "$a-renamed/Cargo.toml" hardlink
+        ln -s "$a-renamed" symlink
+        ln -s /nonexistent/target dangling
+        chmod -R g+w,o-r "$c"
+        chown -R 1234:5678 "$c"
+        touch -d '2001-02-03 04:05:06.789' "$c/Cargo.toml"
+        dd if=/dev/urandom of=sparse bs=4096 count=3 seek=1000 status=none
+        truncate -s 10M sparse2
+        head -c 100000 /dev/urandom > shrink && truncate -s 777 shrink
+        echo tail >> shrink
+        mkdir -p deep/a/b/c/d/e/f && echo deep > deep/a/b/c/d/e/f/g
+        mv deep/a/b/c deep/c-moved
+        mkfifo fifo
+        chmod 4755 shrink
+        "#,
+        d = dir.display()
+    ));
+}
