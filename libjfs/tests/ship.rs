@@ -159,6 +159,19 @@ impl Follower {
         }
     }
 
+    /// The state is told after the position moves: wait for it too.
+    fn wait_phase(&self, phase: Phase) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.state.lock().unwrap().phase != phase {
+            assert!(
+                Instant::now() < deadline,
+                "still {:?}, not {phase:?}",
+                self.state.lock().unwrap().phase
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn finish(mut self) -> Result<(), FollowError> {
         let _ = self.stop.send(true);
         self.thread.take().unwrap().join().unwrap()
@@ -201,7 +214,7 @@ fn a_replica_catches_up_through_sealed_segments_then_follows_the_tail() {
         m.work(20);
         r.wait_for(m.vol.head());
     }
-    assert_eq!(r.state.lock().unwrap().phase, Phase::Following);
+    r.wait_phase(Phase::Following);
     same_trees(&m.path.join("tree"), &r.vol.lock().unwrap().tree_path());
     // The replica's journal is the master's, record for record.
     let ours: Vec<_> = r
@@ -278,7 +291,7 @@ fn pinned_at_a_snapshot_it_holds_there() {
         v1,
         "it journaled past the pin"
     );
-    assert_eq!(r.state.lock().unwrap().phase, Phase::Pinned);
+    r.wait_phase(Phase::Pinned);
     r.finish().unwrap();
 }
 
