@@ -255,6 +255,52 @@ fn main() -> Result<()> {
     )?;
     print_rsync(&cmp);
 
+    // 5. Reads on the replica's read-only mount, beside its plain tree.
+    let data = pattern.repeat(((scaled(512) << 20) / PATTERN_BYTES).max(1));
+    let big = data.len();
+    fs::write(mnt.join("big"), &data)?;
+    drop(data);
+    let head = master.head()?;
+    replica.wait_for(head, Duration::from_secs(600))?;
+    replica.stop()?;
+    let rmnt = dir.join("rmnt");
+    fs::create_dir(&rmnt)?;
+    replica = Replica::start_mounted(&bins, &rvol, Some(proxy.addr.to_string()), &rmnt, &dir)?;
+    replica.wait_for(head, Duration::from_secs(60))?;
+    let plain = rvol.join("tree/big");
+    let through = rmnt.join("big");
+    let cold_plain = read_all(&plain, true)?;
+    let warm_plain = read_all(&plain, false)?;
+    let cold_mount = read_all(&through, true)?;
+    let warm_mount = read_all(&through, false)?;
+    println!(
+        "== Reads of a {} MiB file on the replica: its plain tree, and its read-only mount",
+        big >> 20
+    );
+    println!("   (cold: after dropping the page cache; 1 MiB reads)");
+    for (what, plain, mount) in [
+        ("cold", cold_plain, cold_mount),
+        ("warm", warm_plain, warm_mount),
+    ] {
+        println!(
+            "   {what}: plain {:>8.0} MB/s   mount {:>8.0} MB/s   ratio {:.2}x",
+            mb(big as u64) / secs(plain),
+            mb(big as u64) / secs(mount),
+            secs(mount) / secs(plain)
+        );
+        rows.push(Row {
+            name: format!("read-only mount, {what} read of {} MiB", big >> 20),
+            jfs: format!("{:.0} MB/s", mb(big as u64) / secs(mount)),
+            baseline: format!(
+                "plain tree {:.0} MB/s ({:.2}x)",
+                mb(big as u64) / secs(plain),
+                secs(mount) / secs(plain)
+            ),
+            aim: "-".into(),
+        });
+    }
+    println!();
+
     // The summary table.
     for (policy, steady, burst) in &lag_rows {
         rows.push(Row::lag(
@@ -298,6 +344,23 @@ fn main() -> Result<()> {
             name: format!("{CHANGED_FILES} changed files of {tree_n}: time"),
             jfs: format!("{:.3} s", secs(cmp.jfs.elapsed)),
             baseline: format!("rsync {:.3} s ({:.1}x jfs)", secs(r.elapsed), ratio),
+            aim: format!(
+                ">= {AIM_RSYNC_RATIO:.0}x: {}",
+                if ratio >= AIM_RSYNC_RATIO {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            ),
+        });
+        // rsync starts once the change is complete on the source; so does
+        // this count: from the last change's return to the replica at head.
+        let after = cmp.jfs.elapsed.saturating_sub(cmp.jfs_changes);
+        let ratio = secs(r.elapsed) / secs(after).max(1e-6);
+        rows.push(Row {
+            name: "  counted from the end of the change".into(),
+            jfs: format!("{:.4} s", secs(after)),
+            baseline: format!("rsync {:.3} s ({:.0}x jfs)", secs(r.elapsed), ratio),
             aim: format!(
                 ">= {AIM_RSYNC_RATIO:.0}x: {}",
                 if ratio >= AIM_RSYNC_RATIO {
@@ -534,6 +597,43 @@ impl Replica {
             .stderr(out)
             .spawn()
             .context("start jfs-replica follow")?;
+        Ok(Replica {
+            child: Some(child),
+            vol: vol.to_owned(),
+            log,
+        })
+    }
+
+    /// Follows with the tree served read-only at `mnt`.
+    fn start_mounted(
+        bins: &Bins,
+        vol: &Path,
+        master: Option<String>,
+        mnt: &Path,
+        dir: &Path,
+    ) -> Result<Replica> {
+        let log = dir.join("replica-mounted.log");
+        let out = OpenOptions::new().create(true).append(true).open(&log)?;
+        let mut cmd = Command::new(&bins.replica);
+        cmd.arg("follow").arg(vol).arg("--mount").arg(mnt);
+        if let Some(m) = master {
+            cmd.arg("--master").arg(m);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("start jfs-replica follow --mount")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(mnt) {
+            ensure!(
+                Instant::now() < deadline,
+                "the replica did not mount {}",
+                mnt.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Ok(Replica {
             child: Some(child),
             vol: vol.to_owned(),
@@ -1396,4 +1496,18 @@ fn print_table(rows: &[Row]) {
             r.name, r.jfs, r.baseline, r.aim
         );
     }
+}
+
+/// Reads a whole file in 1 MiB reads; `cold` drops the page cache first.
+fn read_all(path: &Path, cold: bool) -> Result<Duration> {
+    use std::io::Read;
+    if cold {
+        rustix::fs::sync();
+        fs::write("/proc/sys/vm/drop_caches", "3").context("drop the page cache (needs root)")?;
+    }
+    let mut f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let t = Instant::now();
+    while f.read(&mut buf)? > 0 {}
+    Ok(t.elapsed())
 }
