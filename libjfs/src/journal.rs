@@ -547,31 +547,38 @@ impl Journal {
             body_len: body.len() as u64,
             body_sha256: Sha256::digest(&body).into(),
         };
+        self.add_sealed(header, &[&header.encode(), &body])
+            .map(Some)
+    }
+
+    /// Writes a sealed segment file (crash-safe, see [`Journal::seal`]) that
+    /// ends the journal at `header.end()`, and starts the next active segment.
+    fn add_sealed(&mut self, header: SealedHeader, bytes: &[&[u8]]) -> Result<SegmentInfo> {
         let name = segment_name(header.first_seq, SEALED_EXT);
-        let path = write_atomic(&self.dir, &name, &[&header.encode(), &body])?;
-        let file_bytes = (SEALED_HEADER_LEN + body.len()) as u64;
+        let path = write_atomic(&self.dir, &name, bytes)?;
+        let file_bytes = bytes.iter().map(|b| b.len() as u64).sum();
         self.sealed.push(Sealed {
             path: path.clone(),
             header,
             file_bytes,
         });
-
+        self.head = header.end();
+        self.before_last = None;
         let next = ActiveHeader {
             volume_id: self.volume_id,
-            first_seq: self.head.seq + 1,
-            prev_chain: self.head.chain,
+            first_seq: header.last_seq + 1,
+            prev_chain: header.last_chain,
         };
-        self.before_last = None;
         let old = std::mem::replace(&mut self.active, create_active(&self.dir, next)?);
         fs::remove_file(&old.path).map_err(io_err(format!("remove {}", old.path.display())))?;
         sync_dir(&self.dir)?;
-        Ok(Some(SegmentInfo {
+        Ok(SegmentInfo {
             path,
             sealed: true,
             first_seq: header.first_seq,
             last_seq: header.last_seq,
             file_bytes,
-        }))
+        })
     }
 
     /// Every segment, oldest first; the active one last.
@@ -635,33 +642,9 @@ impl Journal {
         }
         walker.expect_end(header.end())?;
         self.seal()?;
-        let name = segment_name(header.first_seq, SEALED_EXT);
         // An empty active segment of the same first seq is now covered: open
-        // would remove it, and so do we.
-        let path = write_atomic(&self.dir, &name, &[bytes])?;
-        let file_bytes = bytes.len() as u64;
-        self.sealed.push(Sealed {
-            path: path.clone(),
-            header,
-            file_bytes,
-        });
-        let next = ActiveHeader {
-            volume_id: self.volume_id,
-            first_seq: header.last_seq + 1,
-            prev_chain: header.last_chain,
-        };
-        self.before_last = None;
-        self.head = header.end();
-        let old = std::mem::replace(&mut self.active, create_active(&self.dir, next)?);
-        fs::remove_file(&old.path).map_err(io_err(format!("remove {}", old.path.display())))?;
-        sync_dir(&self.dir)?;
-        let info = SegmentInfo {
-            path,
-            sealed: true,
-            first_seq: header.first_seq,
-            last_seq: header.last_seq,
-            file_bytes,
-        };
+        // would remove it, and so does this.
+        let info = self.add_sealed(header, &[bytes])?;
         Ok((info, entries))
     }
 

@@ -374,13 +374,16 @@ impl Volume {
             if entry.record.seq > end {
                 break;
             }
-            {
-                let _held = gate.map(|g| g.write().unwrap_or_else(|p| p.into_inner()));
-                self.applier.apply(&entry)?;
-            }
+            self.apply_gated(&entry, gate)?;
             applied(&entry);
         }
         Ok(self.applier.applied())
+    }
+
+    /// Applies one entry holding `gate` for writing, if there is one.
+    fn apply_gated(&mut self, entry: &Entry, gate: Option<&std::sync::RwLock<()>>) -> Result<()> {
+        let _held = gate.map(|g| g.write().unwrap_or_else(|p| p.into_inner()));
+        Ok(self.applier.apply(entry)?)
     }
 
     /// Journals records received from the volume's master (or an upstream
@@ -435,10 +438,7 @@ impl Volume {
             if seq > end {
                 break;
             }
-            {
-                let _held = gate.map(|g| g.write().unwrap_or_else(|p| p.into_inner()));
-                self.applier.apply(entry)?;
-            }
+            self.apply_gated(entry, gate)?;
             applied(entry);
         }
         Ok(self.applier.applied())
