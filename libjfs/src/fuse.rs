@@ -671,23 +671,21 @@ pub fn serve(
     let vol_path = vol.path().to_owned();
     // Replication: the server reads the journal files; the filesystem only
     // publishes each new head to it.
-    let (head_tx, head_rx) = tokio::sync::watch::channel(crate::ship::Head::of(&vol));
+    let mut fs = MasterFs::with_policy(vol, policy == SyncPolicy::Fsync)?;
     let server = match listen {
         Some(addr) => Some(crate::ship::server::Server::start(
             crate::ship::server::ServerConfig {
                 listen: crate::ship::with_default_port(addr),
                 journal_dir: vol_path.join(crate::volume::JOURNAL_DIR),
-                volume_id: vol.id(),
+                volume_id: fs.with_volume(|v| v.id()),
                 key: crate::ship::read_key(&vol_path.join(crate::volume::SECRET_FILE))?,
-                head: head_rx,
+                head: fs.publish_heads(),
                 registry_file: Some(vol_path.join(crate::ship::server::REGISTRY_FILE)),
                 log_name: "jfs-master",
             },
         )?),
         None => None,
     };
-    let mut fs = MasterFs::with_policy(vol, policy == SyncPolicy::Fsync)?;
-    fs.publish_to(head_tx);
     let fs = Arc::new(fs);
     let mut config = fuser::Config::default();
     config.mount_options = vec![

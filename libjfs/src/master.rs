@@ -199,9 +199,13 @@ impl MasterFs {
         })
     }
 
-    /// Publishes every new head to `head` (the replication server's view).
-    pub fn publish_to(&mut self, head: crate::ship::HeadSender) {
-        self.head = Some(head);
+    /// From now on, every new head is published to the returned receiver
+    /// (the replication server's view). Without a call, nothing is.
+    pub fn publish_heads(&mut self) -> tokio::sync::watch::Receiver<crate::ship::Head> {
+        let head = self.with_volume(|v| crate::ship::Head::of(v));
+        let (tx, rx) = tokio::sync::watch::channel(head);
+        self.head = Some(tx);
+        rx
     }
 
     fn publish(&self, vol: &Volume) {

@@ -241,7 +241,13 @@ impl Tail {
         // Walk to `pos` through the records this side already has.
         let mut at = header.start();
         while at.seq < self.pos.seq {
-            let (records, _) = read_frames(&mut cursor, self.pos.seq - at.seq, 1 << 20, None)?;
+            let (records, _) = read_frames(
+                &mut cursor,
+                at.seq + 1,
+                self.pos.seq - at.seq,
+                1 << 20,
+                None,
+            )?;
             if records.is_empty() {
                 // The active segment ends before pos: it was being replaced.
                 return Ok(Locate::NotYet);
@@ -276,23 +282,13 @@ impl Tail {
         stop_at: Option<&str>,
     ) -> Result<(Vec<Vec<u8>>, bool), JournalError> {
         let cursor = self.cursor.as_mut().expect("a cursor");
-        let (records, reached) = read_frames(cursor, limit - self.pos.seq, max_bytes, stop_at)?;
-        // The frames must continue the chain where the tail is: checked by
-        // seq here; the chain of what follows is the writer's.
-        for (seq, r) in (self.pos.seq..).zip(records.iter()) {
-            let decoded = Record::decode(r).map_err(|e| JournalError::Record {
-                seq: seq + 1,
-                source: e,
-            })?;
-            if decoded.seq != seq + 1 {
-                return Err(JournalError::Corrupt {
-                    segment: cursor.path.clone(),
-                    offset: cursor.offset,
-                    reason: format!("record {} where {} was expected", decoded.seq, seq + 1),
-                });
-            }
-        }
-        Ok((records, reached))
+        read_frames(
+            cursor,
+            self.pos.seq + 1,
+            limit - self.pos.seq,
+            max_bytes,
+            stop_at,
+        )
     }
 
     /// The cursor's segment will get no more records: it was sealed, or a
@@ -318,11 +314,14 @@ fn is_marker(record: &[u8], name: &str) -> bool {
     )
 }
 
-/// Reads up to `count` whole frames from the cursor's offset on, stopping
-/// near `max_bytes` and after the snapshot marker `stop_at`. A torn or
-/// unfinished frame is where reading stops; damage is an error.
+/// Reads up to `count` whole frames from the cursor's offset on, the first
+/// holding record `first_seq`, stopping near `max_bytes` and after the
+/// snapshot marker `stop_at`. A torn or unfinished frame is where reading
+/// stops; damage, or a record out of sequence, is an error. (The chain of
+/// what follows is the writer's; the replica checks it.)
 fn read_frames(
     cursor: &mut Cursor,
+    first_seq: u64,
     count: u64,
     max_bytes: usize,
     stop_at: Option<&str>,
@@ -342,6 +341,14 @@ fn read_frames(
             match next_frame(&buf, at) {
                 FrameStep::Frame { payload, next } => {
                     let r = buf[payload].to_vec();
+                    let want_seq = first_seq + records.len() as u64;
+                    if Record::peek_seq(&r) != Some(want_seq) {
+                        return Err(JournalError::Corrupt {
+                            segment: cursor.path.clone(),
+                            offset: cursor.offset + at as u64,
+                            reason: format!("the record there is not record {want_seq}"),
+                        });
+                    }
                     reached = stop_at.is_some_and(|name| is_marker(&r, name));
                     records.push(r);
                     at = next;
