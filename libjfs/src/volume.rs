@@ -413,24 +413,24 @@ impl Volume {
         Ok(self.journal.install_sealed(bytes)?.1)
     }
 
-    /// Applies entries just received (the journal holds them), up to
-    /// `until`, as [`Volume::replay_gated`] does but without reading them
-    /// back from the journal. Records the journal holds before them that
-    /// the tree lacks (an earlier failure) are replayed first.
+    /// Brings the tree up to the journal's head (or `until`), as
+    /// [`Volume::replay_gated`] does, taking the entries just received from
+    /// `received` (the journal holds them) instead of reading them back.
+    /// Anything the tree lacks before them (an earlier failure) is read
+    /// from the journal.
     pub fn apply_received(
         &mut self,
-        entries: &[Entry],
+        received: &[Entry],
         until: Option<u64>,
         gate: Option<&std::sync::RwLock<()>>,
         mut applied: impl FnMut(&Entry),
     ) -> Result<Position> {
-        let end = until.unwrap_or(u64::MAX);
-        if let Some(first) = entries.first() {
-            if self.applier.applied().seq + 1 < first.record.seq {
-                self.replay_gated(Some((first.record.seq - 1).min(end)), gate, &mut applied)?;
-            }
+        let end = until.unwrap_or(u64::MAX).min(self.journal.head().seq);
+        let in_memory = received.first().map_or(u64::MAX, |e| e.record.seq);
+        if self.applier.applied().seq + 1 < in_memory {
+            self.replay_gated(Some(end.min(in_memory - 1)), gate, &mut applied)?;
         }
-        for entry in entries {
+        for entry in received {
             let seq = entry.record.seq;
             if seq <= self.applier.applied().seq {
                 continue;

@@ -290,15 +290,21 @@ fn set(state: &Mutex<FollowState>, f: impl FnOnce(&mut FollowState)) {
     f(&mut state.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
-/// Why the server refused, as the operator should read it.
-fn refusal_text(server: &str, reason: Refusal, detail: &str) -> String {
+/// What a refusal means for the replica: only `Busy` is worth retrying.
+/// The text is the reason as an operator should read it.
+fn refused(server: &str, reason: Refusal, detail: &str) -> End {
     let hint = match reason {
         Refusal::WrongKey => " (VOL/secret is not the key of the volume the server serves)",
         Refusal::Diverged => " (this replica's journal is not the server's history)",
         Refusal::Trimmed => " (the server no longer holds the records this replica needs)",
         _ => "",
     };
-    format!("refused by {server}: {}: {detail}{hint}", reason.as_str())
+    let text = format!("refused by {server}: {}: {detail}{hint}", reason.as_str());
+    if reason == Refusal::Busy {
+        End::Retry(text)
+    } else {
+        End::Fatal(text)
+    }
 }
 
 /// Connects and proves the key both ways. Returns the halves, the volume the
@@ -329,14 +335,7 @@ async fn handshake(
     )
     .await?;
     let refused = |m: Message| match m {
-        Message::Refused { reason, detail } => {
-            let text = refusal_text(server, reason, &detail);
-            if reason == Refusal::Busy {
-                End::Retry(text)
-            } else {
-                End::Fatal(text)
-            }
-        }
+        Message::Refused { reason, detail } => refused(server, reason, &detail),
         other => End::Retry(format!(
             "{server} sent {} during the handshake",
             super::server::variant(&other)
@@ -395,6 +394,22 @@ fn saw(state: &Mutex<FollowState>, at: Position) {
     });
 }
 
+/// Creates a replica volume at `path` of the volume `server` serves, after
+/// both sides proved they hold `key`; it remembers the server and gets an
+/// id of its own. Returns the volume, its id and the server's head.
+pub fn init_replica(
+    path: &Path,
+    server: &str,
+    key: &[u8],
+) -> Result<(Volume, String, Position), FollowError> {
+    let (volume, head) = join(server, key).map_err(FollowError::Setup)?;
+    let v = Volume::init_with(path, crate::Role::Replica, volume, key)?;
+    let id = hex::encode(&wire::nonce()[..8]);
+    v.set_setting(SETTING_MASTER, server)?;
+    v.set_setting(SETTING_REPLICA_ID, &id)?;
+    Ok((v, id, head))
+}
+
 /// The seq a target names in the replica's own journal, if it is there yet.
 fn resolve(vol: &Volume, target: &Target) -> Option<u64> {
     crate::inspect::resolve_target(vol.journal(), target).ok()
@@ -415,7 +430,7 @@ async fn session(
         let limit = until_seq.flatten();
         // Nothing is applied before it is durable in the journal.
         let durable = v.journal().sync().map_err(VolumeError::from);
-        if let Err(e) = durable.and_then(|_| apply(&mut v, hooks, limit)) {
+        if let Err(e) = durable.and_then(|_| apply(&mut v, hooks, limit, &[])) {
             return stalled_or_broken(state, e);
         }
         (v.id(), v.head(), until_seq)
@@ -527,15 +542,7 @@ async fn session(
                 continue;
             }
         };
-        if first {
-            if let Incoming::Msg(Message::Refused { reason, detail }) = &item {
-                let text = refusal_text(&cfg.master, *reason, detail);
-                return if *reason == Refusal::Busy {
-                    End::Retry(text)
-                } else {
-                    End::Fatal(text)
-                };
-            }
+        if first && !matches!(item, Incoming::Msg(Message::Refused { .. })) {
             // The server accepted our position: whatever broke us before is mended.
             let _ = std::fs::remove_file(root.join(BROKEN_FILE));
             first = false;
@@ -638,7 +645,7 @@ async fn session(
                         break;
                     }
                     Incoming::Msg(Message::Refused { reason, detail }) => {
-                        after = Some(End::Fatal(refusal_text(&cfg.master, reason, &detail)));
+                        after = Some(refused(&cfg.master, reason, &detail));
                         break;
                     }
                     Incoming::Msg(other) => {
@@ -659,7 +666,7 @@ async fn session(
             }
             // Whatever the group journaled is applied, also when the group
             // ended early; it becomes durable at the next flush.
-            let applied = apply_group(&mut v, hooks, until_seq.flatten(), &received);
+            let applied = apply(&mut v, hooks, until_seq.flatten(), &received);
             let applied = match applied {
                 Ok(p) => p,
                 Err(e) => return stalled_or_broken(state, e),
@@ -775,36 +782,17 @@ async fn read_segment(rd: &mut OwnedReadHalf, bytes: u64) -> Result<Vec<u8>, Wir
     Ok(buf)
 }
 
-/// Applies the entries a group journaled; only when there are none but the
-/// journal still holds records the tree lacks (an earlier failure) are they
-/// read back from the journal.
-fn apply_group(
+/// Brings the tree up to the journal (or `until`), taking what was just
+/// `received` from memory; see [`Volume::apply_received`].
+fn apply(
     v: &mut Volume,
     hooks: &mut Hooks,
     until: Option<u64>,
     received: &[Entry],
 ) -> Result<Position, VolumeError> {
-    let limit = until.unwrap_or(u64::MAX).min(v.head().seq);
-    if received.is_empty() {
-        if v.applied().seq >= limit {
-            return Ok(v.applied());
-        }
-        return apply(v, hooks, until);
-    }
     let gate = hooks.gate.clone();
     let applied = &mut hooks.applied;
     v.apply_received(received, until, gate.as_deref(), |e| {
-        if let Some(f) = applied {
-            f(e)
-        }
-    })
-}
-
-/// Applies what the journal holds beyond the tree, up to `until`.
-fn apply(v: &mut Volume, hooks: &mut Hooks, until: Option<u64>) -> Result<Position, VolumeError> {
-    let gate = hooks.gate.clone();
-    let applied = &mut hooks.applied;
-    v.replay_gated(until, gate.as_deref(), |e| {
         if let Some(f) = applied {
             f(e)
         }
