@@ -240,27 +240,8 @@ fn admin(vol: &std::path::Path, req: Request) -> Result<serde_json::Value> {
                 let mut s = VolumeStatus::read(vol)?.to_json();
                 s["role"] = "master".into();
                 // What the server knew of its replicas when it last ran.
-                let known = std::fs::read(vol.join(libjfs::ship::server::REGISTRY_FILE))
-                    .ok()
-                    .and_then(|b| {
-                        serde_json::from_slice::<Vec<libjfs::ship::server::ReplicaInfo>>(&b).ok()
-                    })
-                    .unwrap_or_default();
                 let head = s["journal"]["head"]["seq"].as_u64().unwrap_or(0);
-                s["replicas"] = known
-                    .iter()
-                    .map(|r| {
-                        serde_json::json!({
-                            "id": r.id,
-                            "address": r.address,
-                            "listen": r.listen,
-                            "connected": false,
-                            "acked": libjfs::inspect::position_json(r.acked),
-                            "last_seen": r.last_seen.to_rfc3339(),
-                            "lag": { "records": head.saturating_sub(r.acked.seq), "bytes": null, "seconds": null },
-                        })
-                    })
-                    .collect();
+                s["replicas"] = libjfs::ship::server::known_replicas(vol, head);
                 return Ok(s);
             }
             let mut v = Volume::open(vol).with_context(|| format!("open {}", vol.display()))?;

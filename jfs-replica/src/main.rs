@@ -224,16 +224,9 @@ fn init(vol: &Path, master: &str, secret_file: &Path) -> Result<()> {
     let key = libjfs::ship::read_key(secret_file)
         .with_context(|| format!("read the key from {}", secret_file.display()))?;
     let master = libjfs::ship::with_default_port(master);
-    let (id, head) = follower::join(&master, &key).map_err(anyhow::Error::msg)?;
-    let v = Volume::init_with(vol, Role::Replica, id, &key)
+    let (v, replica_id, head) = follower::init_replica(vol, &master, &key)
         .with_context(|| format!("init {}", vol.display()))?;
-    let mut replica_id = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut replica_id))
-        .context("read /dev/urandom")?;
-    let replica_id: String = replica_id.iter().map(|b| format!("{b:02x}")).collect();
-    v.set_setting(follower::SETTING_MASTER, &master)?;
-    v.set_setting(follower::SETTING_REPLICA_ID, &replica_id)?;
+    let id = v.id();
     println!(
         "initialized replica {replica_id} of volume {id} at {}; {master} is at {head}",
         vol.display()

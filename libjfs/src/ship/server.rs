@@ -72,6 +72,40 @@ pub struct ReplicaInfo {
     pub last_seen: Timestamp,
 }
 
+impl ReplicaInfo {
+    /// As status shows it, with its lag as the caller knows it.
+    pub fn to_json(&self, lag: Value) -> Value {
+        json!({
+            "id": self.id,
+            "address": self.address,
+            "listen": self.listen,
+            "connected": self.connected,
+            "acked": position_json(self.acked),
+            "durable": self.durable.map(position_json),
+            "last_seen": self.last_seen.to_rfc3339(),
+            "lag": lag,
+        })
+    }
+}
+
+/// The replicas a server of `volume` knew when it last ran (from its
+/// registry file), for status while nothing serves: none connected, lag
+/// known in records only.
+pub fn known_replicas(volume: &std::path::Path, head_seq: u64) -> Value {
+    let known = std::fs::read(volume.join(REGISTRY_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<ReplicaInfo>>(&b).ok())
+        .unwrap_or_default();
+    known
+        .into_iter()
+        .map(|mut r| {
+            r.connected = false;
+            let behind = head_seq.saturating_sub(r.acked.seq);
+            r.to_json(json!({ "records": behind, "bytes": null, "seconds": null }))
+        })
+        .collect()
+}
+
 struct Shared {
     cfg: ServerConfig,
     replicas: Mutex<BTreeMap<String, ReplicaInfo>>,
@@ -225,16 +259,7 @@ impl Shared {
                     Some(s) => seconds_between(s.2, now),
                     None => seconds_between(head.time, now),
                 };
-                json!({
-                    "id": r.id,
-                    "address": r.address,
-                    "listen": r.listen,
-                    "connected": r.connected,
-                    "acked": position_json(r.acked),
-                    "durable": r.durable.map(position_json),
-                    "last_seen": r.last_seen.to_rfc3339(),
-                    "lag": { "records": behind, "bytes": bytes, "seconds": seconds },
-                })
+                r.to_json(json!({ "records": behind, "bytes": bytes, "seconds": seconds }))
             })
             .collect();
         Value::Array(list)
