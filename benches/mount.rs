@@ -61,19 +61,9 @@ const TREE_FILES: usize = 5_000;
 // ---------------------------------------------------------------- main
 
 fn main() -> Result<()> {
-    let scale: f64 = match std::env::var("JFS_BENCH_SCALE") {
-        Ok(s) => s
-            .parse()
-            .with_context(|| format!("JFS_BENCH_SCALE={s:?} is not a number"))?,
-        Err(_) => 1.0,
-    };
-    if !(scale > 0.0 && scale.is_finite()) {
-        bail!("JFS_BENCH_SCALE must be a positive number, not {scale}");
-    }
+    let scale = common::scale()?;
     let scaled = |n: usize| ((n as f64 * scale).round() as usize).max(1);
-    let base = std::env::var_os("JFS_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let base = common::bench_base();
     let t = Instant::now();
     let jfs_master = build_binaries()?;
     let build_time = t.elapsed();

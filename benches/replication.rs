@@ -74,19 +74,9 @@ const AIM_RSYNC_RATIO: f64 = 100.0;
 // ---------------------------------------------------------------- main
 
 fn main() -> Result<()> {
-    let scale: f64 = match std::env::var("JFS_BENCH_SCALE") {
-        Ok(s) => s
-            .parse()
-            .with_context(|| format!("JFS_BENCH_SCALE={s:?} is not a number"))?,
-        Err(_) => 1.0,
-    };
-    if !(scale > 0.0 && scale.is_finite()) {
-        bail!("JFS_BENCH_SCALE must be a positive number, not {scale}");
-    }
+    let scale = common::scale()?;
     let scaled = |n: usize| ((n as f64 * scale).round() as usize).max(1);
-    let base = std::env::var_os("JFS_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let base = common::bench_base();
     let t = Instant::now();
     let bins = build_binaries()?;
     let build_time = t.elapsed();
@@ -584,24 +574,7 @@ impl Replica {
         dir: &Path,
         name: &str,
     ) -> Result<Replica> {
-        let log = dir.join(format!("{name}.log"));
-        let out = OpenOptions::new().create(true).append(true).open(&log)?;
-        let mut cmd = Command::new(&bins.replica);
-        cmd.arg("follow").arg(vol);
-        if let Some(m) = master {
-            cmd.arg("--master").arg(m);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("start jfs-replica follow")?;
-        Ok(Replica {
-            child: Some(child),
-            vol: vol.to_owned(),
-            log,
-        })
+        Replica::spawn(bins, vol, master, None, dir, name)
     }
 
     /// Follows with the tree served read-only at `mnt`.
@@ -612,33 +585,50 @@ impl Replica {
         mnt: &Path,
         dir: &Path,
     ) -> Result<Replica> {
-        let log = dir.join("replica-mounted.log");
+        Replica::spawn(bins, vol, master, Some(mnt), dir, "replica-mounted")
+    }
+
+    fn spawn(
+        bins: &Bins,
+        vol: &Path,
+        master: Option<String>,
+        mnt: Option<&Path>,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Replica> {
+        let log = dir.join(format!("{name}.log"));
         let out = OpenOptions::new().create(true).append(true).open(&log)?;
         let mut cmd = Command::new(&bins.replica);
-        cmd.arg("follow").arg(vol).arg("--mount").arg(mnt);
+        cmd.arg("follow").arg(vol);
         if let Some(m) = master {
             cmd.arg("--master").arg(m);
+        }
+        if let Some(m) = mnt {
+            cmd.arg("--mount").arg(m);
         }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .context("start jfs-replica follow --mount")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !is_mounted(mnt) {
-            ensure!(
-                Instant::now() < deadline,
-                "the replica did not mount {}",
-                mnt.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Replica {
+            .context("start jfs-replica follow")?;
+        let replica = Replica {
             child: Some(child),
             vol: vol.to_owned(),
             log,
-        })
+        };
+        if let Some(m) = mnt {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !is_mounted(m) {
+                ensure!(
+                    Instant::now() < deadline,
+                    "the replica did not mount {}",
+                    m.display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(replica)
     }
 
     fn seq(&self) -> Result<u64> {

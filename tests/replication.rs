@@ -295,31 +295,23 @@ fn init_replica(rvol: &Path, master: &str, master_vol: &Path) {
 
 /// `jfs-replica status RVOL --json [extra]`: exit code and the JSON.
 fn replica_status(rvol: &Path, extra: &[&str]) -> (i32, Value) {
-    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"status", &rvol, &"--json"];
-    for e in extra {
-        args.push(e);
-    }
-    let out = run("jfs-replica", &args);
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "status of {}: {e}: {}{}",
-            rvol.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), json)
+    status("jfs-replica", rvol, extra)
 }
 
+/// `jfs-master status VOL --json [extra]`: exit code and the JSON.
 fn master_status(vol: &Path, extra: &[&str]) -> (i32, Value) {
+    status("jfs-master", vol, extra)
+}
+
+fn status(bin: &str, vol: &Path, extra: &[&str]) -> (i32, Value) {
     let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"status", &vol, &"--json"];
     for e in extra {
         args.push(e);
     }
-    let out = run("jfs-master", &args);
+    let out = run(bin, &args);
     let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "status of {}: {e}: {}{}",
+            "{bin} status {}: {e}: {}{}",
             vol.display(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)

@@ -71,3 +71,24 @@ pub fn unescape_mount(s: &str) -> PathBuf {
     }
     PathBuf::from(OsStr::from_bytes(&out))
 }
+
+/// `JFS_BENCH_SCALE` (default 1): how much of each workload to run.
+pub fn scale() -> anyhow::Result<f64> {
+    let scale: f64 = match std::env::var("JFS_BENCH_SCALE") {
+        Ok(s) => s
+            .parse()
+            .map_err(|_| anyhow::anyhow!("JFS_BENCH_SCALE={s:?} is not a number"))?,
+        Err(_) => 1.0,
+    };
+    if !(scale > 0.0 && scale.is_finite()) {
+        anyhow::bail!("JFS_BENCH_SCALE must be a positive number, not {scale}");
+    }
+    Ok(scale)
+}
+
+/// `JFS_BENCH_DIR` (default /var/tmp): where benchmarks make their scratch directory.
+pub fn bench_base() -> PathBuf {
+    std::env::var_os("JFS_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
+}
