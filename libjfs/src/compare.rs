@@ -99,6 +99,20 @@ impl FileKind {
         FileKind::from_file_type(meta.file_type())
     }
 
+    /// The kind a `rustix::fs::FileType` (of a `stat` mode or a directory entry) names.
+    pub fn from_raw(ft: rustix::fs::FileType) -> FileKind {
+        use rustix::fs::FileType as T;
+        match ft {
+            T::Directory => FileKind::Directory,
+            T::Symlink => FileKind::Symlink,
+            T::Fifo => FileKind::Fifo,
+            T::Socket => FileKind::Socket,
+            T::CharacterDevice => FileKind::CharDevice,
+            T::BlockDevice => FileKind::BlockDevice,
+            _ => FileKind::Regular,
+        }
+    }
+
     /// The kind a `std::fs::FileType` names.
     pub fn from_file_type(ft: std::fs::FileType) -> FileKind {
         if ft.is_symlink() {

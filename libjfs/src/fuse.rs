@@ -38,7 +38,7 @@ fn errno(e: rustix::io::Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e.raw_os_error())
 }
 
-fn system_time(t: Timestamp) -> SystemTime {
+pub(crate) fn system_time(t: Timestamp) -> SystemTime {
     if t.sec >= 0 {
         UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
     } else {
@@ -62,7 +62,7 @@ fn timestamp(t: TimeOrNow) -> Timestamp {
     }
 }
 
-fn file_type(k: FileKind) -> FileType {
+pub(crate) fn file_type(k: FileKind) -> FileType {
     match k {
         FileKind::Regular => FileType::RegularFile,
         FileKind::Directory => FileType::Directory,

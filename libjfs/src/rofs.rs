@@ -32,7 +32,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -282,23 +282,15 @@ impl InodeTable {
 // ---- attributes -------------------------------------------------------------
 
 fn system_time(sec: i64, nsec: u32) -> SystemTime {
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
-    }
+    crate::fuse::system_time(crate::Timestamp::new(sec, nsec))
 }
 
 fn file_type(mode: u32) -> FileType {
-    match mode & S_IFMT {
-        0o040000 => FileType::Directory,
-        0o120000 => FileType::Symlink,
-        0o010000 => FileType::NamedPipe,
-        0o140000 => FileType::Socket,
-        0o020000 => FileType::CharDevice,
-        0o060000 => FileType::BlockDevice,
-        _ => FileType::RegularFile,
-    }
+    kind(rfs::FileType::from_raw_mode(mode))
+}
+
+fn kind(ft: rfs::FileType) -> FileType {
+    crate::fuse::file_type(crate::compare::FileKind::from_raw(ft))
 }
 
 #[allow(clippy::unnecessary_cast)]
@@ -468,15 +460,7 @@ impl RoFs {
             let mut dir = rfs::Dir::new(fd)?;
             while let Some(e) = dir.read() {
                 let e = e?;
-                let kind = match e.file_type() {
-                    rfs::FileType::Directory => FileType::Directory,
-                    rfs::FileType::Symlink => FileType::Symlink,
-                    rfs::FileType::Fifo => FileType::NamedPipe,
-                    rfs::FileType::Socket => FileType::Socket,
-                    rfs::FileType::CharacterDevice => FileType::CharDevice,
-                    rfs::FileType::BlockDevice => FileType::BlockDevice,
-                    _ => FileType::RegularFile,
-                };
+                let kind = kind(e.file_type());
                 let id = self.inodes.node_id(e.ino());
                 entries.push((id, kind, e.file_name().to_bytes().to_vec()));
             }
