@@ -65,7 +65,7 @@ fn main() -> Result<()> {
     let scaled = |n: usize| ((n as f64 * scale).round() as usize).max(1);
     let base = common::bench_base();
     let t = Instant::now();
-    let jfs_master = build_binaries()?;
+    let [jfs_master] = common::build_binaries(["jfs-master"])?;
     let build_time = t.elapsed();
     let started = Instant::now();
 
@@ -480,33 +480,6 @@ fn bindfs_version() -> Option<String> {
             .trim()
             .to_owned()
     })
-}
-
-/// Builds the workspace's binaries in this profile's target directory (as
-/// the tests do) and returns the path of `jfs-master`.
-fn build_binaries() -> Result<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--workspace", "--bins"]);
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .status()
-        .context("run cargo build")?;
-    ensure!(status.success(), "cargo build --workspace --bins failed");
-    // Bench executables live in target/<profile>/deps; binaries one level up.
-    let exe = std::env::current_exe()?;
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("bench executable has no target directory")?
-        .join("jfs-master");
-    ensure!(path.exists(), "{} was not built", path.display());
-    Ok(path)
 }
 
 fn run_ok(cmd: &mut Command) -> Result<()> {

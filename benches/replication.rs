@@ -396,36 +396,9 @@ struct Bins {
     replica: PathBuf,
 }
 
-/// Builds the workspace's binaries in this profile's target directory (as
-/// the tests do).
 fn build_binaries() -> Result<Bins> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--workspace", "--bins"]);
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .status()
-        .context("run cargo build")?;
-    ensure!(status.success(), "cargo build --workspace --bins failed");
-    // Bench executables live in target/<profile>/deps; binaries one level up.
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("bench executable has no target directory")?;
-    let bins = Bins {
-        master: dir.join("jfs-master"),
-        replica: dir.join("jfs-replica"),
-    };
-    for b in [&bins.master, &bins.replica] {
-        ensure!(b.exists(), "{} was not built", b.display());
-    }
-    Ok(bins)
+    let [master, replica] = common::build_binaries(["jfs-master", "jfs-replica"])?;
+    Ok(Bins { master, replica })
 }
 
 fn run_ok(cmd: &mut Command) -> Result<String> {

@@ -92,3 +92,33 @@ pub fn bench_base() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp"))
 }
+
+/// Builds the workspace's binaries in this profile's target directory (as
+/// the tests do) and returns the path of each of `names`.
+pub fn build_binaries<const N: usize>(names: [&str; N]) -> anyhow::Result<[PathBuf; N]> {
+    use anyhow::{ensure, Context};
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .status()
+        .context("run cargo build")?;
+    ensure!(status.success(), "cargo build --workspace --bins failed");
+    // Bench executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .context("bench executable has no target directory")?;
+    let paths = names.map(|n| dir.join(n));
+    for p in &paths {
+        ensure!(p.exists(), "{} was not built", p.display());
+    }
+    Ok(paths)
+}
