@@ -35,7 +35,8 @@ pub struct Step {
     pub mtimes: Vec<SetMtime>,
     /// The attic entry a removal goes to when the undo is applied without
     /// being journaled (the undo of a `Restore` puts the node back where it
-    /// was). A journaled undo takes a fresh entry instead.
+    /// was). A journaled undo takes a fresh entry instead, and later steps
+    /// of the same rewind restore from that one.
     pub attic: Option<u64>,
 }
 
