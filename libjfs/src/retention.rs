@@ -579,7 +579,7 @@ fn time_cache() -> &'static Mutex<HashMap<(PathBuf, u64), Timestamp>> {
     CACHE.get_or_init(Default::default)
 }
 
-fn last_record_time(vol: &Volume, s: &SegmentInfo) -> Result<Timestamp> {
+fn last_record_time(volume_id: crate::VolumeId, s: &SegmentInfo) -> Result<Timestamp> {
     let key = (s.path.clone(), s.first_seq);
     if let Some(t) = time_cache()
         .lock()
@@ -588,7 +588,7 @@ fn last_record_time(vol: &Volume, s: &SegmentInfo) -> Result<Timestamp> {
     {
         return Ok(*t);
     }
-    let (_, records) = sealed_records(&s.path, vol.id())?;
+    let (_, records) = sealed_records(&s.path, volume_id)?;
     let last = records.last().ok_or_else(|| JournalError::Corrupt {
         segment: s.path.clone(),
         offset: 0,
@@ -605,6 +605,32 @@ fn last_record_time(vol: &Volume, s: &SegmentInfo) -> Result<Timestamp> {
         .unwrap_or_else(|p| p.into_inner())
         .insert(key, time);
     Ok(time)
+}
+
+/// Reads, without any lock, the times of the oldest sealed segments of
+/// the volume at `volume` that an age limit of `max_age` could let go, so
+/// that [`trim_step`] in this process finds them known and holds the
+/// volume's lock only briefly.
+pub fn warm_segment_times(volume: &Path, max_age: Duration) -> Result<()> {
+    let journal = crate::Journal::open_read_only(&volume.join(JOURNAL_DIR), None)?;
+    let now = Timestamp::now();
+    for s in journal.segments().iter().filter(|s| s.sealed) {
+        let t = match last_record_time(journal.volume_id(), s) {
+            Ok(t) => t,
+            // Trimmed meanwhile: the next one.
+            Err(RetentionError::Journal(JournalError::Trimmed { .. })) => continue,
+            Err(RetentionError::Journal(JournalError::Io { source, .. }))
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        if seconds_between(t, now) <= max_age.as_secs_f64() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Applies the volume's policy now: decides ([`plan`]) and removes the
@@ -642,7 +668,7 @@ pub fn trim_with(
     let mut look = policy.max_age.is_some();
     for (i, s) in sealed.iter().enumerate() {
         let last_time = if look && i <= limit {
-            let t = last_record_time(vol, s)?;
+            let t = last_record_time(vol.id(), s)?;
             if policy
                 .max_age
                 .is_some_and(|max| seconds_between(t, now) <= max.as_secs_f64())
@@ -1076,6 +1102,19 @@ pub fn auto_trim(
             last_run = std::time::Instant::now();
             if stop.load(Ordering::Relaxed) {
                 break;
+            }
+            // Segment times are read here, outside the volume's lock.
+            let max_age = ask(crate::admin::Request::Retention {
+                max_age: None,
+                max_size: None,
+                keep_all: false,
+            })
+            .ok()
+            .and_then(|r| r["policy"]["max_age_secs"].as_u64());
+            if let Some(secs) = max_age {
+                if let Err(e) = warm_segment_times(&volume, Duration::from_secs(secs)) {
+                    eprintln!("{log_name}: retention: {e}");
+                }
             }
             // Trim the journal in batches through `ask`; the attic only
             // when history moved.
