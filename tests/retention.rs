@@ -385,6 +385,12 @@ fn trims_keep_what_a_stopped_replica_needs_until_forced() {
     let at = wait_converged(&vol, &ra);
     assert_eq!(at, head);
     assert_same_tree(&vol.join("tree"), &ra.join("tree"));
+    // While it follows, trim and status go through it.
+    let out = trim("jfs-replica", &ra, &["--dry-run"]);
+    assert!(out.contains("no retention policy"), "{out}");
+    let (_, rs) = status("jfs-replica", &ra);
+    assert_eq!(rs["retention"]["policy"]["keeps_everything"], true, "{rs}");
+    assert_eq!(rs["retention"]["first_seq"], 1, "{rs}");
     wait_registry(&vol, at);
     assert!(a.stop().success(), "{}", a.stderr());
 

@@ -1068,6 +1068,8 @@ pub fn describe_trim(r: &Value) -> Vec<String> {
 
 /// How often a running volume applies its policy by itself.
 pub const AUTO_TRIM_EVERY: Duration = Duration::from_secs(60);
+/// How soon it tries again when replicas held history back.
+const HELD_BACK_RETRY: Duration = Duration::from_secs(5);
 
 /// Applies the policy of the volume at `volume` every `every`, and soon
 /// after each new sealed segment, through `ask` (see [`trim_via`]), until
@@ -1089,13 +1091,16 @@ pub fn auto_trim(
             .checked_sub(every)
             .unwrap_or_else(std::time::Instant::now);
         let mut seen_sealed = newest_sealed(&volume);
-        let mut last_notes = Value::Null;
+        let mut last_holders = Value::Null;
+        // After a run that replicas held back, the next one comes sooner:
+        // their positions (saved every few seconds) move on.
+        let mut wait = every;
         let mut last_error = String::new();
         let mut pruned_to = 0u64;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(tick);
             let sealed = newest_sealed(&volume);
-            if last_run.elapsed() < every && sealed == seen_sealed {
+            if last_run.elapsed() < wait && sealed == seen_sealed {
                 continue;
             }
             seen_sealed = sealed;
@@ -1170,12 +1175,30 @@ pub fn auto_trim(
                 }
                 pruned_to = first;
             }
-            if r["notes"] != last_notes && r["reason"] == "held-back" {
+            wait = if r["reason"] == "held-back" {
+                HELD_BACK_RETRY.min(every)
+            } else {
+                every
+            };
+            // A connected replica holding history back for a moment is
+            // normal; one that is away is worth saying, again only when who
+            // it is changes (not each time a position or a time moves).
+            let away: Vec<Value> = ["held_by", "lost"]
+                .iter()
+                .flat_map(|k| r[*k].as_array().cloned().unwrap_or_default())
+                .filter(|c| c["connected"] != true)
+                .map(|c| json!([c["holder"], c["id"]]))
+                .collect();
+            let away = Value::from(away);
+            if away != last_holders {
                 for n in r["notes"].as_array().into_iter().flatten() {
-                    eprintln!("{log_name}: retention: {}", n.as_str().unwrap_or(""));
+                    let n = n.as_str().unwrap_or("");
+                    if !n.contains("(connected)") && !n.starts_with("no retention policy") {
+                        eprintln!("{log_name}: retention: {n}");
+                    }
                 }
             }
-            last_notes = r["notes"].clone();
+            last_holders = away;
         }
     })
 }
