@@ -101,7 +101,8 @@ pub fn op_paths(op: &Op) -> Vec<Node> {
         | Op::Rmdir { path }
         | Op::Write { path, .. }
         | Op::Truncate { path, .. }
-        | Op::Fallocate { path, .. } => vec![p(path)],
+        | Op::Fallocate { path, .. }
+        | Op::Restore { path, .. } => vec![p(path)],
         Op::Link { from, to } | Op::Rename { from, to, .. } => vec![p(from), p(to)],
         Op::CopyRange { src, dst, .. } => vec![p(src), p(dst)],
         Op::SetAttr { node, .. } | Op::SetXattr { node, .. } | Op::RemoveXattr { node, .. } => {

@@ -281,9 +281,14 @@ impl MasterFs {
         if md.nlink() == 0 {
             return Ok(Located::Detached(file));
         }
-        let path = self.find_in_tree(md.ino()).ok_or(Errno::IO)?;
-        self.remember_path(&path);
-        Ok(Located::Path(path))
+        match self.find_in_tree(md.ino()) {
+            Some(path) => {
+                self.remember_path(&path);
+                Ok(Located::Path(path))
+            }
+            // Its last name is gone; only history (the attic) links it.
+            None => Ok(Located::Detached(file)),
+        }
     }
 
     /// The path of the node with backing inode `backing`, by walking the tree.
@@ -396,10 +401,31 @@ impl MasterFs {
     }
 
     fn commit(&self, op: Op) -> Result<()> {
+        self.commit_keeping(op, None)
+    }
+
+    /// Commits `op`. With history on, a removal moves the node to the attic;
+    /// when `open` (an inode the op removes) is still open here, the attic
+    /// gets a copy instead, so writes through the open handle do not change
+    /// history.
+    fn commit_keeping(&self, op: Op, open: Option<u64>) -> Result<()> {
         let time = Timestamp::now();
         let mtimes = implied_mtimes(&op, time);
         let mut vol = self.vol.lock().unwrap_or_else(|p| p.into_inner());
         let r = vol.commit_with(time, op, mtimes);
+        if let (Ok(pos), Some(ino)) = (&r, open) {
+            if vol.history() && self.handle_file_for(ino).is_some() {
+                let attic = vol.attic_path();
+                if attic.join(pos.seq.to_string()).exists() {
+                    if let Err(e) = crate::history::detach_attic_entry(&attic, pos.seq) {
+                        eprintln!(
+                            "jfs: keep attic entry {} apart from its open file: {e}",
+                            pos.seq
+                        );
+                    }
+                }
+            }
+        }
         if r.is_ok() {
             self.publish(&vol);
         }
@@ -712,7 +738,7 @@ impl MasterFs {
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
         let path = self.child_path(parent, name)?;
         let ino = self.stat_path(Some(&path))?.ino;
-        self.commit(Op::Unlink { path })?;
+        self.commit_keeping(Op::Unlink { path }, Some(ino))?;
         self.forget_name(ino, parent, name);
         Ok(())
     }
@@ -742,7 +768,10 @@ impl MasterFs {
             // Two names of one inode: POSIX says rename does nothing.
             return Ok(());
         }
-        self.commit(Op::Rename { from, to, mode })?;
+        self.commit_keeping(
+            Op::Rename { from, to, mode },
+            dst.filter(|_| mode == RenameMode::Replace),
+        )?;
         let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
         let rename_name =
             |names: &mut Vec<(u64, Vec<u8>)>, old: (u64, &[u8]), new: (u64, &[u8])| {
