@@ -429,6 +429,9 @@ pub struct TrimReport {
     pub plan: Plan,
     /// More segments would go at the next call (the batch was full).
     pub more: bool,
+    /// Snapshots this trim puts before the history kept: the volume can no
+    /// longer be rewound to them.
+    pub snapshots_lost: Vec<(String, u64)>,
     pub now: Timestamp,
 }
 
@@ -482,6 +485,12 @@ impl TrimReport {
                 c.describe(self.now)
             ));
         }
+        for (name, seq) in &self.snapshots_lost {
+            notes.push(format!(
+                "snapshot {name} (at {seq}) {} before the history kept: the volume can no longer be rewound to it",
+                if self.dry_run { "would be" } else { "is now" }
+            ));
+        }
         notes
     }
 
@@ -509,6 +518,7 @@ impl TrimReport {
             "overridden": self.plan.overridden.iter().map(cursor_json).collect::<Vec<_>>(),
             "lost": self.plan.lost.iter().map(cursor_json).collect::<Vec<_>>(),
             "more": self.more,
+            "snapshots_lost": self.snapshots_lost.iter().map(|(n, seq)| json!({"name": n, "seq": seq})).collect::<Vec<_>>(),
             "notes": self.notes(),
         })
     }
@@ -707,6 +717,13 @@ pub fn trim_with(
     if !opts.dry_run {
         plan.first_seq_after = vol.journal().first_seq();
     }
+    // A snapshot at P can be rewound to while record P+1 is held.
+    let snapshots_lost = vol
+        .list_snapshots()?
+        .into_iter()
+        .map(|(name, pos)| (name, pos.seq))
+        .filter(|(_, seq)| seq + 1 >= first_seq_before && seq + 1 < plan.first_seq_after)
+        .collect();
     Ok(TrimReport {
         dry_run: opts.dry_run,
         policy: *policy,
@@ -715,6 +732,7 @@ pub fn trim_with(
         segments,
         plan,
         more: more && !opts.dry_run,
+        snapshots_lost,
         now,
     })
 }
@@ -996,6 +1014,9 @@ pub fn trim_via(
                     }
                 }
                 t["overridden"] = over.into();
+                let mut snaps = t["snapshots_lost"].as_array().cloned().unwrap_or_default();
+                snaps.extend(r["snapshots_lost"].as_array().cloned().unwrap_or_default());
+                t["snapshots_lost"] = snaps.into();
                 t
             }
         });

@@ -399,6 +399,63 @@ mod volume {
     }
 
     #[test]
+    fn a_trim_says_which_snapshots_it_puts_out_of_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = volume(dir.path(), 10);
+        let early = v.create_snapshot("early").unwrap();
+        let path = v.path().to_owned();
+        drop(v);
+        let mut v = volume_more(&path, 20);
+        let late = v.create_snapshot("late").unwrap();
+        let policy = Policy {
+            max_age: None,
+            max_bytes: Some(5000),
+        };
+        let dry = TrimOptions {
+            dry_run: true,
+            ..TrimOptions::default()
+        };
+        let r = trim_with(&mut v, &policy, dry, Timestamp::now()).unwrap();
+        assert_eq!(r.snapshots_lost, vec![("early".to_owned(), early.seq)]);
+        assert!(
+            r.notes().iter().any(|n| n.contains("snapshot early")),
+            "{:?}",
+            r.notes()
+        );
+        let r = trim_with(&mut v, &policy, TrimOptions::default(), Timestamp::now()).unwrap();
+        assert_eq!(r.snapshots_lost, vec![("early".to_owned(), early.seq)]);
+        assert!(v.journal().first_seq() <= late.seq + 1);
+        // Said once: the next trim has nothing more to report.
+        let r = trim_with(&mut v, &policy, TrimOptions::default(), Timestamp::now()).unwrap();
+        assert!(r.snapshots_lost.is_empty());
+    }
+
+    /// Opens the volume at `path` again and adds `files` files.
+    fn volume_more(path: &std::path::Path, files: usize) -> Volume {
+        let mut v = Volume::open(path).unwrap();
+        for i in 0..files {
+            let p = RelPath::new(format!("more{i}")).unwrap();
+            v.commit(Op::Create {
+                path: p.clone(),
+                node: NewNode {
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+            })
+            .unwrap();
+            v.commit(Op::Write {
+                path: p,
+                offset: 0,
+                data: (0..3000u32).map(|j| (j * 7 + i as u32) as u8).collect(),
+            })
+            .unwrap();
+        }
+        v.sync().unwrap();
+        v
+    }
+
+    #[test]
     fn age_goes_by_the_time_of_each_segments_last_record() {
         let dir = tempfile::tempdir().unwrap();
         let mut v = volume(dir.path(), 30);
