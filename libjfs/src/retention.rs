@@ -63,6 +63,12 @@ pub enum RetentionError {
         #[source]
         source: io::Error,
     },
+    #[error("segment {}", path.display())]
+    Segment {
+        path: PathBuf,
+        #[source]
+        source: JournalError,
+    },
 }
 
 type Result<T> = std::result::Result<T, RetentionError>;
@@ -622,19 +628,60 @@ fn last_record_time(volume_id: crate::VolumeId, s: &SegmentInfo) -> Result<Times
 /// that [`trim_step`] in this process finds them known and holds the
 /// volume's lock only briefly.
 pub fn warm_segment_times(volume: &Path, max_age: Duration) -> Result<()> {
-    let journal = crate::Journal::open_read_only(&volume.join(JOURNAL_DIR), None)?;
+    // The sealed files by name, oldest first: opening the journal would
+    // read the whole active segment each time.
+    let dir = volume.join(JOURNAL_DIR);
+    let mut sealed: Vec<(u64, PathBuf)> = fs::read_dir(&dir)
+        .map_err(|source| RetentionError::Io {
+            context: format!("list {}", dir.display()),
+            source,
+        })?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let first = name.to_str()?.strip_suffix(".seg")?.parse().ok()?;
+            Some((first, e.path()))
+        })
+        .collect();
+    sealed.sort();
     let now = Timestamp::now();
-    for s in journal.segments().iter().filter(|s| s.sealed) {
-        let t = match last_record_time(journal.volume_id(), s) {
-            Ok(t) => t,
-            // Trimmed meanwhile: the next one.
-            Err(RetentionError::Journal(JournalError::Trimmed { .. })) => continue,
-            Err(RetentionError::Journal(JournalError::Io { source, .. }))
-                if source.kind() == io::ErrorKind::NotFound =>
-            {
-                continue
+    for (first_seq, path) in sealed {
+        let key = (path, first_seq);
+        let cached = time_cache()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied();
+        let t = match cached {
+            Some(t) => t,
+            None => {
+                let bytes = match fs::read(&key.0) {
+                    Ok(b) => b,
+                    // Trimmed meanwhile: the next one.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(source) => {
+                        return Err(RetentionError::Io {
+                            context: format!("read {}", key.0.display()),
+                            source,
+                        })
+                    }
+                };
+                let contents = crate::journal::decode_segment(&bytes).map_err(|source| {
+                    RetentionError::Segment {
+                        path: key.0.clone(),
+                        source,
+                    }
+                })?;
+                let Some(last) = contents.entries.last() else {
+                    continue;
+                };
+                let t = last.record.time;
+                time_cache()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, t);
+                t
             }
-            Err(e) => return Err(e),
         };
         if seconds_between(t, now) <= max_age.as_secs_f64() {
             break;

@@ -465,6 +465,8 @@ mod volume {
             max_age: Some(Duration::from_secs(3600)),
             max_bytes: None,
         };
+        // Times read ahead, outside the lock, are the ones the trim uses.
+        libjfs::retention::warm_segment_times(v.path(), Duration::from_secs(3600)).unwrap();
         // Now: nothing is an hour old.
         let r = trim_with(&mut v, &policy, TrimOptions::default(), Timestamp::now()).unwrap();
         assert!(r.segments.is_empty());
