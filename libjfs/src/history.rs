@@ -230,6 +230,10 @@ fn open_existing(tree: &Tree, path: &RelPath) -> Result<Option<std::fs::File>> {
 /// [`MAX_BEFORE_IMAGES`] images). Most operations come back whole.
 pub fn split(tree: &Tree, op: &Op) -> Result<Vec<Op>> {
     let (path, offset, len) = match op {
+        // Too short to need cutting, whatever it overwrites: no I/O.
+        Op::Write { data, .. } if data.len() as u64 + 2 * BLOCK <= MAX_BEFORE as u64 => {
+            return Ok(vec![op.clone()])
+        }
         Op::Write { path, offset, data } => (path, *offset, data.len() as u64),
         Op::Truncate { path, size } => (path, *size, u64::MAX),
         Op::Fallocate {

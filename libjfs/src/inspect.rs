@@ -112,6 +112,24 @@ pub fn op_paths(op: &Op) -> Vec<Node> {
     }
 }
 
+/// `op` without its data payloads (writes, xattr values): what naming the
+/// nodes an operation touched needs, kept cheaply.
+pub fn paths_only(op: &Op) -> Op {
+    match op {
+        Op::Write { path, offset, .. } => Op::Write {
+            path: path.clone(),
+            offset: *offset,
+            data: Vec::new(),
+        },
+        Op::SetXattr { node, name, .. } => Op::SetXattr {
+            node: node.clone(),
+            name: name.clone(),
+            value: Vec::new(),
+        },
+        other => other.clone(),
+    }
+}
+
 /// One record as a JSON object: `seq`, `chain`, `time`, `op`, `paths`
 /// (escaped as in [`escape_bytes`]), `text` (the one-line description),
 /// `mtimes`. Data payloads appear only as lengths in `text`.

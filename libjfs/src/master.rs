@@ -220,6 +220,68 @@ impl MasterFs {
         }
     }
 
+    /// Rewinds the tree to position `to` ([`Volume::rewind`]) while mounted,
+    /// with no other change in between, and brings the table of names the
+    /// kernel knows in line with it. Returns what was done and every node
+    /// the undo touched, whose kernel caches the caller drops.
+    pub fn rewind(
+        &self,
+        to: &crate::volume::Target,
+    ) -> std::result::Result<(crate::volume::Rewound, Vec<RelPath>), VolumeError> {
+        let mut touched = Vec::new();
+        let r = {
+            let mut vol = self.vol.lock().unwrap_or_else(|p| p.into_inner());
+            let seq = vol.resolve(to)?;
+            let r = vol.rewind(seq, |op| {
+                for n in crate::inspect::op_paths(op) {
+                    if let Node::Path(p) = n {
+                        touched.push(p);
+                    }
+                }
+            });
+            self.publish(&vol);
+            r
+        };
+        touched.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        touched.dedup();
+        self.refresh_names(&touched);
+        r.map(|r| (r, touched))
+    }
+
+    /// The backing inode now at `path` and at its parent, if they exist.
+    pub fn inodes_at(&self, path: &RelPath) -> (Option<u64>, Option<u64>) {
+        let parent = self.stat_path(path.parent().as_ref()).ok().map(|a| a.ino);
+        let node = self.stat_path(Some(path)).ok().map(|a| a.ino);
+        (parent, node)
+    }
+
+    /// After the tree changed under the table (a rewind), each `(parent,
+    /// name)` of `paths` names what is there now: stale names go, and an
+    /// inode the table knows gets its name back.
+    fn refresh_names(&self, paths: &[RelPath]) {
+        let now: Vec<(u64, Vec<u8>, Option<u64>)> = paths
+            .iter()
+            .filter_map(|p| {
+                let (parent, node) = self.inodes_at(p);
+                parent.map(|parent| (parent, p.file_name().to_vec(), node))
+            })
+            .collect();
+        let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
+        for (ino, node) in inodes.iter_mut() {
+            node.names.retain(|(parent, name)| {
+                !now.iter()
+                    .any(|(p, n, at)| p == parent && n == name && *at != Some(*ino))
+            });
+        }
+        for (parent, name, at) in now {
+            if let Some(node) = at.and_then(|ino| inodes.get_mut(&ino)) {
+                if !node.names.iter().any(|(p, n)| *p == parent && *n == name) {
+                    node.names.push((parent, name));
+                }
+            }
+        }
+    }
+
     /// Gives the volume back (to sync and close it).
     pub fn into_volume(self) -> Volume {
         self.vol.into_inner().unwrap_or_else(|p| p.into_inner())

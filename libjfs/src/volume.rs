@@ -313,6 +313,17 @@ impl Volume {
         &self.root
     }
 
+    /// The seq a `SEQ` or snapshot-name target names: a master's snapshot
+    /// list, or else the latest marker of that name in the journal.
+    pub fn resolve(&self, target: &Target) -> Result<u64> {
+        if let Target::Snapshot(name) = target {
+            if let Some(p) = self.snapshot(name)? {
+                return Ok(p.seq);
+            }
+        }
+        crate::inspect::resolve_target(&self.journal, target)
+    }
+
     /// Where removed nodes are kept while history needs them.
     pub fn attic_path(&self) -> PathBuf {
         self.root.join(ATTIC_DIR)
