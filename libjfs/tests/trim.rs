@@ -456,6 +456,35 @@ mod volume {
     }
 
     #[test]
+    fn a_tree_taken_back_keeps_the_records_it_no_longer_has_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = volume(dir.path(), 60);
+        let head = v.head();
+        // Back to 31 without journaling (a replica's rewind): 32.. are
+        // journaled but not applied, so they must stay.
+        v.rewind_tree(31, None, |_| {}).unwrap();
+        assert_eq!(v.applied().seq, 31);
+        let policy = Policy {
+            max_age: None,
+            max_bytes: Some(0),
+        };
+        let r = trim_with(&mut v, &policy, TrimOptions::default(), Timestamp::now()).unwrap();
+        let first = v.journal().first_seq();
+        assert!(first > 1 && first <= 32, "{first}");
+        assert_eq!(r.plan.reason, Reason::HeldBack);
+        assert_eq!(r.plan.held_by[0].holder, Holder::Applied);
+        // Even forced.
+        let forced = TrimOptions {
+            force: true,
+            ..TrimOptions::default()
+        };
+        trim_with(&mut v, &policy, forced, Timestamp::now()).unwrap();
+        assert_eq!(v.journal().first_seq(), first);
+        // And the tree goes forward again from the journal.
+        assert_eq!(v.replay(None, |_| {}).unwrap(), head);
+    }
+
+    #[test]
     fn age_goes_by_the_time_of_each_segments_last_record() {
         let dir = tempfile::tempdir().unwrap();
         let mut v = volume(dir.path(), 30);
