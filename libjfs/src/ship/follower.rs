@@ -321,10 +321,17 @@ fn set(state: &Mutex<FollowState>, f: impl FnOnce(&mut FollowState)) {
 /// What a refusal means for the replica: only `Busy` is worth retrying.
 /// The text is the reason as an operator should read it.
 fn refused(server: &str, reason: Refusal, detail: &str) -> End {
+    let trimmed;
     let hint = match reason {
         Refusal::WrongKey => " (VOL/secret is not the key of the volume the server serves)",
         Refusal::Diverged => " (this replica's journal is not the server's history)",
-        Refusal::Trimmed => " (the server no longer holds the records this replica needs)",
+        Refusal::Trimmed => {
+            trimmed = format!(
+                " (history trimmed: the server no longer holds the records this replica needs; \
+                 bootstrap it again: jfs-replica bootstrap VOL --from {server}, or --image FILE)"
+            );
+            &trimmed
+        }
         _ => "",
     };
     let text = format!("refused by {server}: {}: {detail}{hint}", reason.as_str());
