@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Create a master volume: VOL/tree, VOL/journal, VOL/meta, VOL/secret.
     #[command(
-        after_help = "Sizes: 1048576, 64KiB, 512MiB (powers of 1024), 64K, 512M (powers of 1000).\n\nExamples:\n  jfs-master init /srv/www.jfs\n  jfs-master init /srv/small.jfs --segment-size 4MiB"
+        after_help = "Sizes: 1048576, 64KiB, 512MiB (powers of 1024), 64K, 512M (powers of 1000).\n\nExamples:\n  jfs-master init /srv/www.jfs\n  jfs-master init /srv/small.jfs --segment-size 4MiB\n  jfs-master init /srv/scratch.jfs --no-history"
     )]
     Init {
         vol: PathBuf,
@@ -38,6 +38,10 @@ enum Command {
         /// removes whole sealed segments, so smaller ones trim finer.
         #[arg(long, value_name = "SIZE")]
         segment_size: Option<String>,
+        /// Journal no before-images and keep no attic: smaller journals,
+        /// but no rewind (materialize at a position still works).
+        #[arg(long)]
+        no_history: bool,
     },
     /// Serve the volume's tree at MOUNTPOINT, journaling every change, until
     /// unmounted (fusermount3 -u, umount, SIGTERM or SIGINT).
@@ -178,7 +182,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Init { vol, segment_size } => {
+        Command::Init {
+            vol,
+            segment_size,
+            no_history,
+        } => {
             let segment_bytes = segment_size
                 .as_deref()
                 .map(libjfs::retention::parse_size)
@@ -194,6 +202,11 @@ fn run(cli: Cli) -> Result<u8> {
             if let Some(b) = segment_bytes {
                 v.set_setting(libjfs::volume::SETTING_SEGMENT_BYTES, &b.to_string())?;
                 println!("journal segments sealed at {b} bytes");
+            }
+            let mut v = v;
+            if no_history {
+                v.set_history(false)?;
+                println!("history off: records carry no before-images; rewind is not possible");
             }
             println!(
                 "initialized master volume {} (id {}) at {}",
@@ -250,6 +263,12 @@ fn run(cli: Cli) -> Result<u8> {
                     j["segments"], j["sealed_segments"], j["bytes"]
                 );
                 print_retention(&s["retention"]);
+                if let Some(on) = s["history"].as_bool() {
+                    println!(
+                        "history  {}",
+                        if on { "on (rewind possible)" } else { "off" }
+                    );
+                }
                 if let Some(addr) = s["listen"].as_str() {
                     println!("serving  replicas on {addr}");
                 }

@@ -215,6 +215,7 @@ pub fn answer_with(vol: &mut crate::Volume, req: Request) -> Result<Value, Strin
         Request::Status => {
             let mut s = VolumeStatus::of(vol).to_json();
             s["role"] = vol.role().as_str().into();
+            s["history"] = vol.history().into();
             s["retention"] = crate::retention::policy_json(vol);
             Ok(s)
         }

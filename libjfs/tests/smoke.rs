@@ -178,3 +178,52 @@ fn records_leave_exactly_their_mtimes() {
         );
     }
 }
+
+#[test]
+fn history_off_journals_no_before_images_and_a_rewind_past_it_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vol = Volume::init(&dir.path().join("vol"), Role::Master).unwrap();
+    let node = NewNode {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    vol.commit(Op::Create {
+        path: p("kept"),
+        node,
+    })
+    .unwrap();
+    let before_off = vol.head();
+    vol.set_history(false).unwrap();
+    assert!(!vol.history());
+    vol.commit(Op::Create { path: p("a"), node }).unwrap();
+    vol.commit(Op::Write {
+        path: p("a"),
+        offset: 0,
+        data: b"no history".to_vec(),
+    })
+    .unwrap();
+    vol.commit(Op::Unlink { path: p("kept") }).unwrap();
+    let last = vol
+        .journal()
+        .read_from(vol.head().seq)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(last.record.before.is_empty());
+    assert!(std::fs::read_dir(vol.attic_path())
+        .unwrap()
+        .next()
+        .is_none());
+    let head = vol.head();
+    let err = vol.rewind(before_off.seq, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("history off"), "{err}");
+    assert_eq!(vol.head(), head, "a refused rewind journals nothing");
+    assert!(!vol.tree_path().join("kept").exists());
+    // Back on: what follows can be undone again.
+    vol.set_history(true).unwrap();
+    vol.commit(Op::Create { path: p("b"), node }).unwrap();
+    vol.rewind(head.seq, |_| {}).unwrap();
+    assert!(!vol.tree_path().join("b").exists());
+}
