@@ -232,6 +232,7 @@ impl MasterFs {
         let r = {
             let mut vol = self.vol.lock().unwrap_or_else(|p| p.into_inner());
             let seq = vol.resolve(to)?;
+            let from = vol.head().seq;
             let r = vol.rewind(seq, |op| {
                 for n in crate::inspect::op_paths(op) {
                     if let Node::Path(p) = n {
@@ -239,6 +240,11 @@ impl MasterFs {
                     }
                 }
             });
+            // A node the rewind removed that is still open here: its attic
+            // entry becomes a copy, as for an unlink (see `commit_keeping`).
+            if vol.history() {
+                self.detach_open_attic_entries(&vol.attic_path(), from);
+            }
             self.publish(&vol);
             r
         };
@@ -246,6 +252,32 @@ impl MasterFs {
         touched.dedup();
         self.refresh_names(&touched);
         r.map(|r| (r, touched))
+    }
+
+    /// Gives every attic entry made after record `after` whose inode is open
+    /// here a copy of its own (the open handle keeps the original).
+    fn detach_open_attic_entries(&self, attic: &std::path::Path, after: u64) {
+        let open: std::collections::HashSet<u64> = {
+            let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+            handles.values().map(|h| h.ino).collect()
+        };
+        if open.is_empty() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(attic) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let id = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok());
+            let Some(id) = id.filter(|&id| id > after) else {
+                continue;
+            };
+            if e.ino() != 0 && open.contains(&self.fuse_ino(e.ino())) {
+                if let Err(err) = crate::history::detach_attic_entry(attic, id) {
+                    eprintln!("jfs: keep attic entry {id} apart from its open file: {err}");
+                }
+            }
+        }
     }
 
     /// The backing inode now at `path` and at its parent, if they exist.
