@@ -214,11 +214,11 @@ pub fn write_volume_file(
     dest: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(ImageHeader, ImageStats)> {
-    let name = dest.file_name().ok_or_else(|| ImageError::Source {
+    dest.file_name().ok_or_else(|| ImageError::Source {
         path: dest.display().to_string(),
         reason: "names no file".into(),
     })?;
-    let tmp = dest.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    let tmp = partial_path(dest);
     let file = File::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
     let result = (|| {
         let (w, header, stats) =
@@ -239,6 +239,12 @@ pub fn write_volume_file(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Where [`write_volume_file`] writes an image before renaming it to `dest`.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    dest.with_file_name(format!(".{name}.tmp"))
 }
 
 /// Nodes and data bytes an image of these directories would hold: a quick

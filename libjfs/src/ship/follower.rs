@@ -296,7 +296,11 @@ fn refused(server: &str, reason: Refusal, detail: &str) -> End {
     let hint = match reason {
         Refusal::WrongKey => " (VOL/secret is not the key of the volume the server serves)",
         Refusal::Diverged => " (this replica's journal is not the server's history)",
-        Refusal::Trimmed => " (the server no longer holds the records this replica needs)",
+        Refusal::Trimmed => {
+            " (the server no longer holds the records this replica needs; rebuild it from \
+             a replica that serves with follow --listen: jfs-replica bootstrap VOL --from ADDR, \
+             or from an image: jfs-replica bootstrap VOL --image FILE)"
+        }
         _ => "",
     };
     let text = format!("refused by {server}: {}: {detail}{hint}", reason.as_str());
@@ -363,6 +367,19 @@ async fn handshake(
         )));
     }
     Ok((rd, wr, served, head))
+}
+
+/// Connects to `server` and proves the key both ways, as every
+/// conversation starts. Returns the halves, the volume served and its head.
+pub(super) async fn connect(
+    server: &str,
+    key: &[u8],
+    volume: Option<VolumeId>,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, VolumeId, Position), String> {
+    handshake(server, key, volume).await.map_err(|e| match e {
+        End::Retry(e) | End::Fatal(e) => e,
+        End::Stopped => "stopped".into(),
+    })
 }
 
 /// Asks `server` which volume it serves, proving both sides hold `key`.
