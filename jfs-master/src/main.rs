@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use libjfs::admin::{AdminError, Request};
 use libjfs::inspect::{entry_json, VolumeStatus};
 use libjfs::journal::Journal;
@@ -29,8 +29,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a master volume: VOL/tree, VOL/journal, VOL/meta, VOL/secret.
-    #[command(after_help = "Example:\n  jfs-master init /srv/www.jfs")]
-    Init { vol: PathBuf },
+    #[command(
+        after_help = "Sizes: 1048576, 64KiB, 512MiB (powers of 1024), 64K, 512M (powers of 1000).\n\nExamples:\n  jfs-master init /srv/www.jfs\n  jfs-master init /srv/small.jfs --segment-size 4MiB"
+    )]
+    Init {
+        vol: PathBuf,
+        /// Seal journal segments at this size (default 64MiB). Retention
+        /// removes whole sealed segments, so smaller ones trim finer.
+        #[arg(long, value_name = "SIZE")]
+        segment_size: Option<String>,
+    },
     /// Serve the volume's tree at MOUNTPOINT, journaling every change, until
     /// unmounted (fusermount3 -u, umount, SIGTERM or SIGINT).
     #[command(
@@ -84,6 +92,53 @@ enum Command {
         #[command(subcommand)]
         action: SnapshotAction,
     },
+    /// Show or set how much history the volume keeps.
+    #[command(
+        after_help = RETENTION_HELP
+    )]
+    Retention(RetentionArgs),
+    /// Apply the retention policy now: remove old sealed segments and the
+    /// attic entries of their records.
+    #[command(
+        after_help = "Works on a mounted volume (through the mount) and on one that is not.\nA mounted master also applies its policy by itself every minute and after\neach sealed segment.\n\nExamples:\n  jfs-master trim /srv/www.jfs --dry-run\n  jfs-master trim /srv/www.jfs\n  jfs-master trim /srv/www.jfs --force   # replicas that fall behind must bootstrap again"
+    )]
+    Trim(TrimArgs),
+}
+
+const RETENTION_HELP: &str = "Without a policy (the default) all history is kept: rewind and materialize\nneed it. With one, whole sealed segments go, oldest first, once their last\nrecord is older than --max-age or they do not fit in --max-size with the\nnewer ones. The active segment always stays, and so does every record a\nregistered replica still needs (see `trim --force`).\n\nExamples:\n  jfs-master retention /srv/www.jfs                       # show\n  jfs-master retention /srv/www.jfs --max-age 30d --max-size 10GiB\n  jfs-master retention /srv/www.jfs --max-size none       # clear one limit\n  jfs-master retention /srv/www.jfs --keep-all";
+
+#[derive(Args)]
+struct TrimArgs {
+    vol: PathBuf,
+    /// Trim also what registered replicas still need; they will have to
+    /// bootstrap again. Never what the volume's own tree has not applied.
+    #[arg(long)]
+    force: bool,
+    /// Say what would be removed and why, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RetentionArgs {
+    vol: PathBuf,
+    /// Let go sealed segments whose last record is older than AGE
+    /// (30d, 12h, 2weeks; none clears).
+    #[arg(long, value_name = "AGE")]
+    max_age: Option<String>,
+    /// Keep the newest sealed segments that fit in SIZE (10GiB, 500MB;
+    /// none clears).
+    #[arg(long, value_name = "SIZE")]
+    max_size: Option<String>,
+    /// Keep all history (clears both limits; the default).
+    #[arg(long, conflicts_with_all = ["max_age", "max_size"])]
+    keep_all: bool,
+    /// Print the policy as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -112,9 +167,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Init { vol } => {
+        Command::Init { vol, segment_size } => {
+            let segment_bytes = segment_size
+                .as_deref()
+                .map(libjfs::retention::parse_size)
+                .transpose()?;
+            if let Some(b) = segment_bytes.filter(|b| *b < libjfs::volume::MIN_SEGMENT_BYTES) {
+                anyhow::bail!(
+                    "--segment-size {b} is too small (at least {} bytes)",
+                    libjfs::volume::MIN_SEGMENT_BYTES
+                );
+            }
             let v = Volume::init(&vol, Role::Master)
                 .with_context(|| format!("init {}", vol.display()))?;
+            if let Some(b) = segment_bytes {
+                v.set_setting(libjfs::volume::SETTING_SEGMENT_BYTES, &b.to_string())?;
+                println!("journal segments sealed at {b} bytes");
+            }
             println!(
                 "initialized master volume {} (id {}) at {}",
                 vol.display(),
@@ -140,8 +209,9 @@ fn run(cli: Cli) -> Result<u8> {
             max_lag_records,
             max_lag_seconds,
         } => {
-            let s = admin(&vol, Request::Status)
+            let mut s = admin(&vol, Request::Status)
                 .with_context(|| format!("status of {}", vol.display()))?;
+            add_retention_usage(&vol, &mut s);
             if json {
                 println!("{s}");
             } else {
@@ -168,6 +238,7 @@ fn run(cli: Cli) -> Result<u8> {
                     "segments {} ({} sealed), {} bytes",
                     j["segments"], j["sealed_segments"], j["bytes"]
                 );
+                print_retention(&s["retention"]);
                 if let Some(addr) = s["listen"].as_str() {
                     println!("serving  replicas on {addr}");
                 }
@@ -225,6 +296,98 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Retention(a) => {
+            let answer = admin(
+                &a.vol,
+                Request::Retention {
+                    max_age: a.max_age,
+                    max_size: a.max_size,
+                    keep_all: a.keep_all,
+                },
+            )?;
+            if a.json {
+                println!("{answer}");
+            } else {
+                println!(
+                    "retention {}{}",
+                    answer["text"].as_str().unwrap_or("?"),
+                    if answer["changed"] == true {
+                        " (changed; applied at the next trim)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(0)
+        }
+        Command::Trim(a) => {
+            let report = libjfs::retention::trim_via(&a.vol, a.force, a.dry_run, asker(&a.vol))
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("trim {}", a.vol.display()))?;
+            if a.json {
+                println!("{report}");
+            } else {
+                for line in libjfs::retention::describe_trim(&report) {
+                    println!("{line}");
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Status lines about history: where it starts, what it takes, the policy.
+fn print_retention(r: &serde_json::Value) {
+    use libjfs::retention::human_bytes;
+    let bytes = |v: &serde_json::Value| human_bytes(v.as_u64().unwrap_or(0));
+    println!(
+        "history  from {}, {} sealed segments, {}; attic {} entries, {}",
+        r["first_seq"],
+        r["history_segments"],
+        bytes(&r["history_bytes"]),
+        r["attic_entries"],
+        bytes(&r["attic_bytes"])
+    );
+    println!(
+        "retention {}",
+        r["policy_text"].as_str().unwrap_or("unknown")
+    );
+}
+
+/// Adds to a status what the files say of history and the attic, and the
+/// policy when the answer did not carry it.
+fn add_retention_usage(vol: &std::path::Path, s: &mut serde_json::Value) {
+    let mut r = libjfs::retention::usage_json(vol);
+    let policy = match s["retention"]["policy"].is_object() {
+        true => s["retention"]["policy"].clone(),
+        false => {
+            libjfs::retention::peek_policy(vol).map_or(serde_json::Value::Null, |p| p.to_json())
+        }
+    };
+    r["policy_text"] = libjfs::retention::policy_text(&policy).into();
+    r["policy"] = policy;
+    s["retention"] = r;
+}
+
+/// Asks the process that serves the volume, or, when none does, the volume
+/// opened here (once, for every request).
+fn asker(
+    vol: &std::path::Path,
+) -> impl FnMut(Request) -> std::result::Result<serde_json::Value, String> + '_ {
+    let mut opened: Option<Volume> = None;
+    move |req| {
+        if opened.is_none() {
+            match libjfs::admin::request(vol, &req) {
+                Ok(v) => return Ok(v),
+                Err(AdminError::NotServed(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let v = Volume::open(vol)
+                .with_context(|| format!("open {}", vol.display()))
+                .map_err(|e| format!("{e:#}"))?;
+            opened = Some(v);
+        }
+        libjfs::admin::answer_with(opened.as_mut().expect("opened"), req)
     }
 }
 
@@ -287,7 +450,19 @@ fn mount(
     }
     vol.sync()?;
     let head = vol.head();
+    // Retention runs beside the mount and asks it through the admin socket,
+    // so each step holds the volume only briefly.
+    let stop_trim = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut auto_trim = None;
     let vol = libjfs::fuse::serve(vol, mountpoint, sync, listen, |mut unmounter, addr| {
+        let path = vol_path.to_owned();
+        auto_trim = Some(libjfs::retention::auto_trim(
+            vol_path.to_owned(),
+            libjfs::retention::AUTO_TRIM_EVERY,
+            "jfs-master",
+            stop_trim.clone(),
+            move |req| libjfs::admin::request(&path, &req).map_err(|e| e.to_string()),
+        ));
         eprintln!(
             "jfs-master: {} mounted at {} ({head}, sync {sync})",
             vol_path.display(),
@@ -309,7 +484,12 @@ fn mount(
             }
         });
     })
-    .with_context(|| format!("mount {} at {}", vol_path.display(), mountpoint.display()))?;
+    .with_context(|| format!("mount {} at {}", vol_path.display(), mountpoint.display()));
+    stop_trim.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = auto_trim {
+        let _ = t.join();
+    }
+    let vol = vol?;
     let pos = vol.close().context("sync and seal the journal")?;
     eprintln!("jfs-master: unmounted; journal synced and sealed at {pos}");
     Ok(())

@@ -131,6 +131,39 @@ enum Command {
         #[arg(long, value_name = "S")]
         max_lag_seconds: Option<f64>,
     },
+    /// Show or set how much of its journal the replica keeps.
+    #[command(
+        after_help = "The same policy as on a master (see `jfs-master retention --help`); the\nreplica's cursors are its own applied position and the replicas that\nfollow it (cascade).\n\nExamples:\n  jfs-replica retention /srv/www.jfs --max-age 7d\n  jfs-replica retention /srv/www.jfs --keep-all"
+    )]
+    Retention {
+        vol: PathBuf,
+        /// Let go sealed segments whose last record is older than AGE (none clears).
+        #[arg(long, value_name = "AGE")]
+        max_age: Option<String>,
+        /// Keep the newest sealed segments that fit in SIZE (none clears).
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Keep all history (the default).
+        #[arg(long, conflicts_with_all = ["max_age", "max_size"])]
+        keep_all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the retention policy to the replica's own journal now.
+    #[command(
+        after_help = "Never removes records the replica has not applied. Works while `follow`\nruns (through it) and when it does not; `follow` also applies the policy\nby itself every minute and after each sealed segment.\n\nExamples:\n  jfs-replica trim /srv/www.jfs --dry-run\n  jfs-replica trim /srv/www.jfs --force   # replicas cascading from this one may have to bootstrap again"
+    )]
+    Trim {
+        vol: PathBuf,
+        /// Trim also what replicas following this one still need.
+        #[arg(long)]
+        force: bool,
+        /// Say what would be removed and why, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check that the tree equals the journal replayed to the tree's position.
     #[command(
         after_help = "Exit code 3 when the tree differs; every difference is printed.\n\nExample:\n  jfs-replica verify /srv/www.jfs"
@@ -217,8 +250,81 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_lag_seconds,
         } => return status(&vol, json, max_lag_records, max_lag_seconds),
         Command::Verify { vol } => return verify(&vol),
+        Command::Retention {
+            vol,
+            max_age,
+            max_size,
+            keep_all,
+            json,
+        } => {
+            let answer = asker(&vol)(libjfs::admin::Request::Retention {
+                max_age,
+                max_size,
+                keep_all,
+            })
+            .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{answer}");
+            } else {
+                println!(
+                    "retention {}{}",
+                    answer["text"].as_str().unwrap_or("?"),
+                    if answer["changed"] == true {
+                        " (changed; applied at the next trim)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        Command::Trim {
+            vol,
+            force,
+            dry_run,
+            json,
+        } => {
+            let report = libjfs::retention::trim_via(&vol, force, dry_run, asker(&vol))
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("trim {}", vol.display()))?;
+            if json {
+                println!("{report}");
+            } else {
+                for line in libjfs::retention::describe_trim(&report) {
+                    println!("{line}");
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the process that follows the volume, or, when none does, the
+/// volume opened here (once, for every request).
+fn asker(
+    vol: &Path,
+) -> impl FnMut(libjfs::admin::Request) -> Result<serde_json::Value, String> + '_ {
+    let mut opened: Option<Volume> = None;
+    move |req| {
+        if opened.is_none() {
+            match libjfs::admin::request(vol, &req) {
+                Ok(v) => return Ok(v),
+                Err(libjfs::admin::AdminError::NotServed(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let v = Volume::open(vol)
+                .with_context(|| format!("open {}", vol.display()))
+                .map_err(|e| format!("{e:#}"))?;
+            if v.role() != Role::Replica {
+                return Err(format!(
+                    "{} is a {} volume; use jfs-master",
+                    vol.display(),
+                    v.role()
+                ));
+            }
+            opened = Some(v);
+        }
+        libjfs::admin::answer_with(opened.as_mut().expect("opened"), req)
+    }
 }
 
 fn open_journal(vol: &Path) -> Result<Journal> {
@@ -497,6 +603,7 @@ fn follow(
                         s["listen"] = server.local_addr().to_string().into();
                         s["replicas"] = server.replicas();
                     }
+                    s["retention"] = libjfs::retention::policy_json(&v);
                     Ok(s)
                 }
                 libjfs::admin::Request::Image { path } => {
@@ -511,10 +618,31 @@ fn follow(
                         "data_bytes": stats.data_bytes,
                     }))
                 }
+                req @ (libjfs::admin::Request::Trim { .. }
+                | libjfs::admin::Request::Retention { .. }) => {
+                    let mut v = vol.lock().unwrap_or_else(|p| p.into_inner());
+                    libjfs::admin::answer_with(&mut v, req)
+                }
                 _ => Err("a replica takes its snapshots from its master; ask the master".into()),
             }),
         )
         .context("serve the admin socket")?
+    };
+
+    // Retention on the replica's own journal, beside following.
+    let stop_trim = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let auto_trim = {
+        let vol = vol.clone();
+        libjfs::retention::auto_trim(
+            vol_path.to_owned(),
+            libjfs::retention::AUTO_TRIM_EVERY,
+            "jfs-replica",
+            stop_trim.clone(),
+            move |req| {
+                let mut v = vol.lock().unwrap_or_else(|p| p.into_inner());
+                libjfs::admin::answer_with(&mut v, req)
+            },
+        )
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -542,6 +670,8 @@ fn follow(
         listen: server.as_ref().map(|s| s.local_addr().to_string()),
     };
     let result = follower::follow(vol.clone(), cfg, hooks, state, stop_rx);
+    stop_trim.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = auto_trim.join();
     signal_handle.close();
     drop(admin);
     drop(server);
@@ -596,6 +726,8 @@ fn status(
         }
         Err(e) => return Err(e).with_context(|| format!("status of {}", vol.display())),
     };
+    let mut s = s;
+    add_retention_usage(vol, &mut s);
     let r = &s["replication"];
     let state = r["state"].as_str().unwrap_or("stopped");
     if json {
@@ -631,6 +763,20 @@ fn status(
         if let Some(m) = s["mountpoint"].as_str() {
             println!("mounted  read-only at {m}");
         }
+        let h = &s["retention"];
+        let bytes = |v: &serde_json::Value| libjfs::retention::human_bytes(v.as_u64().unwrap_or(0));
+        println!(
+            "history  from {}, {} sealed segments, {}; attic {} entries, {}",
+            h["first_seq"],
+            h["history_segments"],
+            bytes(&h["history_bytes"]),
+            h["attic_entries"],
+            bytes(&h["attic_bytes"])
+        );
+        println!(
+            "retention {}",
+            h["policy_text"].as_str().unwrap_or("unknown")
+        );
     }
     let lag = &r["lag"];
     let lagging = max_lag_records.is_some_and(|m| lag["records"].as_u64().unwrap_or(0) > m)
@@ -645,4 +791,19 @@ fn status(
         _ => 0,
     };
     Ok(ExitCode::from(code))
+}
+
+/// Adds to a status what the files say of history and the attic, and the
+/// policy when the answer did not carry it.
+fn add_retention_usage(vol: &Path, s: &mut serde_json::Value) {
+    let mut r = libjfs::retention::usage_json(vol);
+    let policy = match s["retention"]["policy"].is_object() {
+        true => s["retention"]["policy"].clone(),
+        false => {
+            libjfs::retention::peek_policy(vol).map_or(serde_json::Value::Null, |p| p.to_json())
+        }
+    };
+    r["policy_text"] = libjfs::retention::policy_text(&policy).into();
+    r["policy"] = policy;
+    s["retention"] = r;
 }

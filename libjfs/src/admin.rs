@@ -39,6 +39,25 @@ pub enum Request {
     SnapshotDelete {
         name: String,
     },
+    /// Apply the retention policy now: at most
+    /// [`TRIM_BATCH`](crate::retention::TRIM_BATCH) segments per request
+    /// (the answer says `more`); the asker prunes the attic after.
+    Trim {
+        #[serde(default)]
+        force: bool,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Show the retention policy; with a value, change it (`none` clears a
+    /// limit, `keep_all` both).
+    Retention {
+        #[serde(default)]
+        max_age: Option<String>,
+        #[serde(default)]
+        max_size: Option<String>,
+        #[serde(default)]
+        keep_all: bool,
+    },
     /// Write an image of the volume at its applied position to `path` (an
     /// absolute path the serving process can write).
     Image {
@@ -198,6 +217,7 @@ pub fn answer_with(vol: &mut crate::Volume, req: Request) -> Result<Value, Strin
         Request::Status => {
             let mut s = VolumeStatus::of(vol).to_json();
             s["role"] = vol.role().as_str().into();
+            s["retention"] = crate::retention::policy_json(vol);
             Ok(s)
         }
         Request::SnapshotCreate { name } => {
@@ -215,6 +235,21 @@ pub fn answer_with(vol: &mut crate::Volume, req: Request) -> Result<Value, Strin
             vol.delete_snapshot(&name).map_err(|e| e.to_string())?;
             Ok(serde_json::json!({ "deleted": name }))
         }
+        Request::Trim { force, dry_run } => {
+            let opts = crate::retention::TrimOptions {
+                force,
+                dry_run,
+                max_segments: (!dry_run).then_some(crate::retention::TRIM_BATCH),
+            };
+            let report = crate::retention::trim_step(vol, opts).map_err(|e| e.to_string())?;
+            Ok(report.to_json())
+        }
+        Request::Retention {
+            max_age,
+            max_size,
+            keep_all,
+        } => crate::retention::set_policy(vol, max_age.as_deref(), max_size.as_deref(), keep_all)
+            .map_err(|e| e.to_string()),
         Request::Image { .. } => Err(format!(
             "a running {} does not write images: its tree changes under its writers; \
              image a replica (jfs-replica image), or this volume while nothing has it open",

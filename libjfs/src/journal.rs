@@ -72,6 +72,8 @@ pub enum JournalError {
     },
     #[error("the journal is open read-only")]
     ReadOnly,
+    #[error("segment {} was removed (history trimmed) while it was being read", segment.display())]
+    Trimmed { segment: PathBuf },
 }
 
 type Result<T> = std::result::Result<T, JournalError>;
@@ -243,6 +245,22 @@ impl Journal {
     /// reading stops. For readers of a volume another process may be writing.
     /// Without a `volume_id`, the first segment's is taken and all must agree.
     pub fn open_read_only(dir: &Path, volume_id: Option<VolumeId>) -> Result<Journal> {
+        // A writer may remove a file between the listing and the reading of
+        // it (a trim, the old active segment after a seal): list again.
+        let mut attempts = 0;
+        loop {
+            match Journal::open_read_only_once(dir, volume_id) {
+                Err(JournalError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempts < 5 =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_read_only_once(dir: &Path, volume_id: Option<VolumeId>) -> Result<Journal> {
         let volume_id = match volume_id {
             Some(id) => id,
             None => {
@@ -662,6 +680,51 @@ impl Journal {
         Ok((info, entries))
     }
 
+    /// Removes the sealed segments all of whose records are before `seq`,
+    /// oldest first, and returns them. The active segment always stays, so
+    /// does every record not yet sealed (and so not known to be durable).
+    ///
+    /// Crash-safe: each file is removed and the directory synced before the
+    /// next one, so whatever a crash leaves is a journal that starts at a
+    /// segment boundary, which [`Journal::open`] accepts. A reader that
+    /// opened the journal before may find a segment gone; it gets
+    /// [`JournalError::Trimmed`].
+    pub fn trim_before(&mut self, seq: u64) -> Result<Vec<SegmentInfo>> {
+        if self.read_only {
+            return Err(JournalError::ReadOnly);
+        }
+        let n = self
+            .sealed
+            .iter()
+            .take_while(|s| s.header.last_seq < seq)
+            .count();
+        let mut removed = Vec::with_capacity(n);
+        for _ in 0..n {
+            let s = &self.sealed[0];
+            match fs::remove_file(&s.path) {
+                Ok(()) => {}
+                // Removed by an earlier attempt that failed before syncing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(JournalError::Io {
+                        context: format!("remove {}", s.path.display()),
+                        source: e,
+                    })
+                }
+            }
+            sync_dir(&self.dir)?;
+            let s = self.sealed.remove(0);
+            removed.push(SegmentInfo {
+                path: s.path,
+                sealed: true,
+                first_seq: s.header.first_seq,
+                last_seq: s.header.last_seq,
+                file_bytes: s.file_bytes,
+            });
+        }
+        Ok(removed)
+    }
+
     /// Bytes the journal takes on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.segments().iter().map(|s| s.file_bytes).sum()
@@ -708,6 +771,9 @@ impl Journal {
         }
         if let Some(s) = self.sealed.iter().find(|s| s.header.first_seq == seq + 1) {
             return Ok(s.header.start());
+        }
+        if self.active.header.first_seq == seq + 1 {
+            return Ok(self.active.header.start());
         }
         match self.read_from(seq)?.next() {
             Some(Ok(e)) if e.position.seq == seq => Ok(e.position),
@@ -925,7 +991,15 @@ enum Source {
 
 /// Reads the frames of one sealed segment, verifying the body checksum.
 fn load_sealed(s: &Sealed) -> Result<FrameWalker> {
-    let file = fs::read(&s.path).map_err(io_err(format!("read {}", s.path.display())))?;
+    let file = match fs::read(&s.path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(JournalError::Trimmed {
+                segment: s.path.clone(),
+            })
+        }
+        Err(e) => return Err(io_err(format!("read {}", s.path.display()))(e)),
+    };
     if file
         .get(..SEALED_HEADER_LEN)
         .map(SealedHeader::decode)

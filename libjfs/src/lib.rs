@@ -30,6 +30,7 @@ pub mod materialize;
 pub mod path;
 pub mod position;
 pub mod record;
+pub mod retention;
 #[cfg(feature = "fuse")]
 pub mod rofs;
 pub mod ship;

@@ -48,7 +48,12 @@ const KEY_ID: &str = "volume_id";
 const KEY_ROLE: &str = "role";
 const KEY_APPLIED: &str = "applied";
 const SNAPSHOTS: &str = "snapshots";
-const SETTINGS: &str = "settings";
+/// The meta tree that holds [`Volume::setting`]s.
+pub const SETTINGS_TREE: &str = "settings";
+/// Setting: the size at which the active segment is sealed, in bytes.
+pub const SETTING_SEGMENT_BYTES: &str = "journal.segment_bytes";
+/// Smallest segment size [`SETTING_SEGMENT_BYTES`] may hold.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
 
 /// Which side of replication a volume is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,11 +201,18 @@ impl Volume {
 
     /// Opens a volume and recovers it: the journal's torn tail is cut off and a
     /// record that a crash left half applied is completed.
+    /// The journal's segment size is the volume's setting
+    /// ([`SETTING_SEGMENT_BYTES`]), 64 MiB if unset.
     pub fn open(path: &Path) -> Result<Volume> {
-        Volume::open_with(path, JournalConfig::default())
+        Volume::open_inner(path, None)
     }
 
+    /// [`Volume::open`] with a journal configuration chosen by the caller.
     pub fn open_with(path: &Path, config: JournalConfig) -> Result<Volume> {
+        Volume::open_inner(path, Some(config))
+    }
+
+    fn open_inner(path: &Path, config: Option<JournalConfig>) -> Result<Volume> {
         let lock = lock_volume(path)?;
         let swapping = path.join(BOOTSTRAP_DIR).join(BOOTSTRAP_SWAPPING);
         if swapping.exists() {
@@ -216,6 +228,10 @@ impl Volume {
         let meta_path = path.join(META_DIR);
         let meta = open_meta(&meta_path)?;
         let (id, role) = read_identity(&meta, &meta_path)?;
+        let config = match config {
+            Some(c) => c,
+            None => configured_journal(&meta, &meta_path)?,
+        };
         let (journal, recovery) = Journal::open(&path.join(JOURNAL_DIR), id, config)?;
         let checkpoint = meta_position(&meta, &meta_path, KEY_APPLIED)?.unwrap_or(Position::ZERO);
         let applier = Applier::open(&path.join(TREE_DIR), &path.join(SLOT_FILE), checkpoint)?;
@@ -487,7 +503,7 @@ impl Volume {
 
     fn settings(&self) -> Result<sled::Tree> {
         self.meta
-            .open_tree(SETTINGS)
+            .open_tree(SETTINGS_TREE)
             .map_err(|source| VolumeError::Meta {
                 path: self.root.join(META_DIR),
                 source,
@@ -744,6 +760,32 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(format!("sync directory {}", dir.display())))
+}
+
+/// The journal configuration the volume's settings ask for.
+fn configured_journal(meta: &sled::Db, meta_path: &Path) -> Result<JournalConfig> {
+    let mut config = JournalConfig::default();
+    let meta_err = |source| VolumeError::Meta {
+        path: meta_path.to_owned(),
+        source,
+    };
+    let stored = meta
+        .open_tree(SETTINGS_TREE)
+        .map_err(meta_err)?
+        .get(SETTING_SEGMENT_BYTES)
+        .map_err(meta_err)?;
+    if let Some(v) = stored.filter(|v| !v.is_empty()) {
+        let text = String::from_utf8_lossy(&v);
+        config.segment_bytes = text
+            .parse::<u64>()
+            .ok()
+            .filter(|b| *b >= MIN_SEGMENT_BYTES)
+            .ok_or_else(|| VolumeError::Layout {
+                path: meta_path.to_owned(),
+                reason: format!("setting {SETTING_SEGMENT_BYTES} is {text:?}, not a size of at least {MIN_SEGMENT_BYTES} bytes"),
+            })?;
+    }
+    Ok(config)
 }
 
 fn lock_volume(path: &Path) -> Result<File> {

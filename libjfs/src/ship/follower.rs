@@ -297,9 +297,9 @@ fn refused(server: &str, reason: Refusal, detail: &str) -> End {
         Refusal::WrongKey => " (VOL/secret is not the key of the volume the server serves)",
         Refusal::Diverged => " (this replica's journal is not the server's history)",
         Refusal::Trimmed => {
-            " (the server no longer holds the records this replica needs; rebuild it from \
-             a replica that serves with follow --listen: jfs-replica bootstrap VOL --from ADDR, \
-             or from an image: jfs-replica bootstrap VOL --image FILE)"
+            " (history trimmed: the server no longer holds the records this replica needs; \
+             rebuild it from a replica that follows with --listen: \
+             jfs-replica bootstrap VOL --from ADDR, or from an image: --image FILE)"
         }
         _ => "",
     };
