@@ -329,6 +329,8 @@ impl Drop for Writer {
 
 #[test]
 fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("{:6.1}s {what}", t0.elapsed().as_secs_f64());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (mvol, mnt) = (d.join("master"), d.join("mnt"));
@@ -370,6 +372,7 @@ fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
     wait_converged(&mvol, &[&avol, &bvol], Duration::from_secs(30));
     b.stop();
 
+    phase("followers started");
     // Every kind of node, and enough bytes to seal many segments.
     common::sh(&format!(
         "cd '{}' && mkdir -p d/e && echo hi > d/f && ln d/f d/e/g && ln -s d/f link \
@@ -391,6 +394,7 @@ fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
         .unwrap();
     assert!(sealed >= 10, "only {sealed} sealed segments");
 
+    phase("written");
     // Trim: B's cursor holds history back until forced.
     ok(
         "jfs-master",
@@ -406,6 +410,7 @@ fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
         "the master still holds {first}, B is at {b_at}"
     );
 
+    phase("trimmed");
     // C joins while the master is busy: its tree comes from A's image.
     let writer = Writer::start(&mnt);
     thread::sleep(Duration::from_millis(300));
@@ -415,6 +420,7 @@ fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
         .as_u64()
         .unwrap();
     assert!(c_first > first, "C starts at {c_first}, before the image");
+    phase("C bootstrapped");
     let mut c = follow(&cvol, &[]);
     thread::sleep(Duration::from_millis(500));
     let rounds = writer.finish();
@@ -423,6 +429,7 @@ fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
     assert_same_tree(&mvol.join("tree"), &cvol.join("tree"));
     assert_journal_continues_master(&mvol, &cvol);
 
+    phase("C converged");
     // B is refused for trimmed history, and says how to mend it.
     let mut b = Proc::spawn("jfs-replica", &[&"follow", &bvol], None);
     let st = b.wait_exit(Duration::from_secs(30));
@@ -446,16 +453,26 @@ fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
     );
     assert_eq!(pos(&status("jfs-replica", &bvol).1["position"]).0, b_at);
 
+    phase("B refused");
     // An image file of A, written by A's running process; B is rebuilt from it.
     let img = d.join("a.jfsimg");
     let out = ok("jfs-replica", &[&"image", &avol, &img]);
     assert!(out.contains("image of"), "{out}");
+    // A volume whose follower runs is not rebuilt under it.
+    let out = run("jfs-replica", &[&"bootstrap", &avol, &"--image", &img]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = ok("jfs-replica", &[&"bootstrap", &bvol, &"--image", &img]);
     assert!(out.contains("bootstrapped"), "{out}");
     assert_eq!(
         status("jfs-replica", &bvol).1["replication"]["state"],
         "stopped"
     );
+    phase("B bootstrapped");
     let mut b = follow(&bvol, &[]);
     fs::write(mnt.join("after"), b"written after the bootstrap\n").unwrap();
     wait_converged(&mvol, &[&avol, &bvol, &cvol], Duration::from_secs(60));
@@ -463,6 +480,7 @@ fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
     assert_same_tree(&mvol.join("tree"), &cvol.join("tree"));
     assert_journal_continues_master(&mvol, &bvol);
 
+    phase("all converged");
     for p in [&mut a, &mut b, &mut c] {
         p.stop();
     }
@@ -482,4 +500,5 @@ fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
         "jfs-master exited with {st}:\n{}",
         master.stderr()
     );
+    phase("stopped");
 }

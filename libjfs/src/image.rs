@@ -256,6 +256,7 @@ pub fn measure(tree: &Path, attic: &Path) -> Result<ImageStats> {
         stats: ImageStats::default(),
         links: HashMap::new(),
         progress: &mut |_| {},
+        lenient: false,
     };
     w.namespace(TREE_DIR, tree)?;
     if attic.exists() {
@@ -290,6 +291,7 @@ pub fn write_image<W: Write>(
         stats: ImageStats::default(),
         links: HashMap::new(),
         progress,
+        lenient: false,
     };
     w.namespace(TREE_DIR, tree)?;
     if attic.exists() {
@@ -342,6 +344,15 @@ struct Walker<'p, W: Write> {
     /// First name of every inode with more than one link.
     links: HashMap<(u64, u64), RelPath>,
     progress: &'p mut dyn FnMut(u64),
+    /// In the attic, entries may go while the walk runs (retention prunes
+    /// entries older than the journal without the volume's lock): one that
+    /// is gone is left out.
+    lenient: bool,
+}
+
+/// True when `e` says a node went away and the walk may go on without it.
+fn gone(lenient: bool, e: Errno) -> bool {
+    lenient && e == Errno::NOENT
 }
 
 /// Work left in a walk: enter a directory, or finish it (its xattrs and
@@ -416,6 +427,7 @@ impl<W: Write> Walker<'_, W> {
         )
         .map_err(|e| io_err(format!("open {}", root.display()))(e.into()))?;
         let shown = |rel: &[u8]| root.join(OsStr::from_bytes(rel)).display().to_string();
+        self.lenient = ns == ATTIC_DIR;
         let mut stack = vec![Step::Enter(Vec::new())];
         while let Some(step) = stack.pop() {
             match step {
@@ -439,14 +451,17 @@ impl<W: Write> Walker<'_, W> {
                 }
                 Step::Enter(rel) => {
                     let path: &[u8] = if rel.is_empty() { b"." } else { &rel };
-                    let dir = rustix::fs::openat2(
+                    let dir = match rustix::fs::openat2(
                         &root_fd,
                         OsStr::from_bytes(path),
                         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         Mode::empty(),
                         RESOLVE,
-                    )
-                    .map_err(|e| io_err(format!("open {}", shown(&rel)))(e.into()))?;
+                    ) {
+                        Ok(fd) => fd,
+                        Err(e) if gone(self.lenient, e) && !rel.is_empty() => continue,
+                        Err(e) => return Err(io_err(format!("open {}", shown(&rel)))(e.into())),
+                    };
                     let st = rustix::fs::fstat(&dir)
                         .map_err(|e| io_err(format!("stat {}", shown(&rel)))(e.into()))?;
                     let dest = Walker::<W>::dest(ns, &rel)?;
@@ -479,9 +494,17 @@ impl<W: Write> Walker<'_, W> {
                     let mut subdirs = Vec::new();
                     for name in names {
                         let child = join(&rel, &name);
-                        let cst =
-                            rustix::fs::statat(&dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
-                                .map_err(|e| io_err(format!("stat {}", shown(&child)))(e.into()))?;
+                        let cst = match rustix::fs::statat(
+                            &dir,
+                            name.as_slice(),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        ) {
+                            Ok(st) => st,
+                            Err(e) if gone(self.lenient, e) => continue,
+                            Err(e) => {
+                                return Err(io_err(format!("stat {}", shown(&child)))(e.into()))
+                            }
+                        };
                         if FileType::from_raw_mode(cst.st_mode) == FileType::Directory {
                             subdirs.push(child);
                         } else {
@@ -507,13 +530,12 @@ impl<W: Write> Walker<'_, W> {
         shown: &str,
     ) -> Result<()> {
         self.stats.nodes += 1;
+        let key = (st.st_dev, st.st_ino);
         if st.st_nlink > 1 {
-            let key = (st.st_dev, st.st_ino);
             if let Some(first) = self.links.get(&key) {
                 let from = first.clone();
                 return self.emit(Op::Link { from, to: dest });
             }
-            self.links.insert(key, dest.clone());
         }
         let ft = FileType::from_raw_mode(st.st_mode);
         let node = new_node(st);
@@ -527,9 +549,11 @@ impl<W: Write> Walker<'_, W> {
             }
             FileType::Symlink => {
                 let target = if self.out.is_some() {
-                    rustix::fs::readlinkat(dir, name, Vec::new())
-                        .map_err(|e| io_err(format!("read link {shown}"))(e.into()))?
-                        .into_bytes()
+                    match rustix::fs::readlinkat(dir, name, Vec::new()) {
+                        Ok(t) => t.into_bytes(),
+                        Err(e) if gone(self.lenient, e) => return Ok(()),
+                        Err(e) => return Err(io_err(format!("read link {shown}"))(e.into())),
+                    }
                 } else {
                     b"-".to_vec()
                 };
@@ -563,8 +587,19 @@ impl<W: Write> Walker<'_, W> {
                 })
             }
         }
+        if st.st_nlink > 1 {
+            self.links.insert(key, dest.clone());
+        }
         if self.out.is_some() {
-            for (xname, value) in read_xattrs(&proc_at(dir, name), shown)? {
+            let xattrs = match read_xattrs(&proc_at(dir, name), shown) {
+                Err(ImageError::Io { source, .. })
+                    if self.lenient && source.kind() == io::ErrorKind::NotFound =>
+                {
+                    BTreeMap::new()
+                }
+                other => other?,
+            };
+            for (xname, value) in xattrs {
                 self.emit(Op::SetXattr {
                     node: Node::Path(dest.clone()),
                     name: xname,
@@ -597,13 +632,17 @@ impl<W: Write> Walker<'_, W> {
             self.stats.data_bytes += size;
             return Ok(());
         }
-        let fd = rustix::fs::openat(
+        let fd = match rustix::fs::openat(
             dir,
             name,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
-        )
-        .map_err(|e| io_err(format!("open {shown}"))(e.into()))?;
+        ) {
+            Ok(fd) => fd,
+            // Gone from the attic: an empty file stands in (it is older than history).
+            Err(e) if gone(self.lenient, e) => return Ok(()),
+            Err(e) => return Err(io_err(format!("open {shown}"))(e.into())),
+        };
         let now = rustix::fs::fstat(&fd).map_err(|e| io_err(format!("stat {shown}"))(e.into()))?;
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) || now.st_size != st.st_size {
             return Err(ImageError::Source {

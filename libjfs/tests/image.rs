@@ -6,6 +6,7 @@ use std::io::{Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use libjfs::compare::{compare_trees, CompareOptions};
 use libjfs::image::{self, ImageError, ImageHeader};
@@ -548,4 +549,91 @@ fn an_image_file_is_whole_or_absent() {
     // Into a directory that does not exist: an error, no file.
     let bad = dir.path().join("missing/master.img");
     assert!(image::write_volume_file(&v, &bad, &mut |_| {}).is_err());
+}
+
+/// A server over `vol` (held in a mutex, as a following replica holds its
+/// own), giving images when `images` is set.
+fn serve(
+    vol: &Arc<Mutex<Volume>>,
+    images: bool,
+) -> (
+    libjfs::ship::server::Server,
+    tokio::sync::watch::Sender<libjfs::ship::Head>,
+) {
+    use libjfs::ship::server::{Server, ServerConfig};
+    let v = vol.lock().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(libjfs::ship::Head::of(&v));
+    let cfg = ServerConfig {
+        listen: "127.0.0.1:0".into(),
+        journal_dir: v.path().join(libjfs::volume::JOURNAL_DIR),
+        volume_id: v.id(),
+        key: libjfs::ship::read_key(&v.path().join(libjfs::volume::SECRET_FILE)).unwrap(),
+        head: rx,
+        registry_file: None,
+        log_name: "test-server",
+    };
+    drop(v);
+    let server = if images {
+        Server::start_with_images(cfg, Arc::new(image::LockedVolume(vol.clone()))).unwrap()
+    } else {
+        Server::start(cfg).unwrap()
+    };
+    (server, tx)
+}
+
+#[test]
+fn a_replica_is_bootstrapped_over_the_wire_only_by_a_server_that_gives_images() {
+    use libjfs::ship::bootstrap::bootstrap_from;
+    let (dir, replica, _, _) = replica_and_image();
+    let source = Arc::new(Mutex::new(
+        Volume::open(&dir.path().join("master")).unwrap(),
+    ));
+    let (plain, _h1) = serve(&source, false);
+    let (giving, _h2) = serve(&source, true);
+    let before = snapshot_of(&replica);
+
+    // A server without images refuses, and the replica stays as it was.
+    let err = bootstrap_from(&replica, &plain.local_addr().to_string(), &mut |_| {})
+        .err()
+        .unwrap();
+    let text = anyhow_chain(&err);
+    assert!(text.contains("no image here"), "{text}");
+    assert_eq!(snapshot_of(&replica), before);
+
+    // A replica holding another key is refused before any image is written.
+    let stranger = dir.path().join("stranger");
+    let id = source.lock().unwrap().id();
+    drop(Volume::init_with(&stranger, Role::Replica, id, b"0123456789abcdef0123").unwrap());
+    let err = bootstrap_from(&stranger, &giving.local_addr().to_string(), &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(
+        anyhow_chain(&err).contains("wrong key"),
+        "{}",
+        anyhow_chain(&err)
+    );
+
+    // From the server that gives images: the replica gets its tree and position.
+    let mut seen = 0;
+    let (v, header) = bootstrap_from(&replica, &giving.local_addr().to_string(), &mut |n| {
+        seen = n
+    })
+    .unwrap();
+    let src = source.lock().unwrap();
+    assert_eq!(header.position, src.applied());
+    assert_eq!(v.head(), src.applied());
+    assert!(seen > 0);
+    same(&src.tree_path(), &v.tree_path());
+}
+
+/// An error and its causes on one line.
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut c = e.source();
+    while let Some(x) = c {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        c = x.source();
+    }
+    s
 }
