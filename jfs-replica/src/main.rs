@@ -235,7 +235,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             image,
         } => init(&vol, &master, &secret_file, from, image)?,
         Command::Image { vol, file } => write_image(&vol, &file)?,
-        Command::Bootstrap { vol, from, image } => bootstrap(&vol, from, image)?,
+        Command::Bootstrap { vol, from, image } => bootstrap(&vol, from, image, None)?,
         Command::Follow {
             vol,
             mount,
@@ -378,18 +378,19 @@ fn init(
         .with_context(|| format!("init {}", vol.display()))?;
     let id = v.id();
     drop(v);
-    println!(
+    let made = format!(
         "initialized replica {replica_id} of volume {id} at {}; {master} is at {head}",
         vol.display()
     );
     if from.is_some() || image.is_some() {
-        if let Err(e) = bootstrap(vol, from, image) {
+        if let Err(e) = bootstrap(vol, from, image, Some(&made)) {
             // The volume was made here and holds nothing yet: leave no half of it.
             let _ = std::fs::remove_dir_all(vol);
             return Err(e.context(format!("{} was not created", vol.display())));
         }
         return Ok(());
     }
+    println!("{made}");
     println!("next: jfs-replica follow {}", vol.display());
     Ok(())
 }
@@ -466,7 +467,13 @@ fn write_image(vol: &Path, file: &Path) -> Result<()> {
     Ok(())
 }
 
-fn bootstrap(vol: &Path, from: Option<String>, image: Option<PathBuf>) -> Result<()> {
+/// Rebuilds `vol` from an image; `made` is what init says once it succeeded.
+fn bootstrap(
+    vol: &Path,
+    from: Option<String>,
+    image: Option<PathBuf>,
+    made: Option<&str>,
+) -> Result<()> {
     let (v, header, source) = match (from, image) {
         (Some(addr), _) => {
             let addr = libjfs::ship::with_default_port(&addr);
@@ -489,6 +496,9 @@ fn bootstrap(vol: &Path, from: Option<String>, image: Option<PathBuf>) -> Result
         }
         (None, None) => anyhow::bail!("give --from ADDR or --image FILE"),
     };
+    if let Some(made) = made {
+        println!("{made}");
+    }
     println!(
         "bootstrapped {} from {source}: tree at {}; its journal goes on from there",
         vol.display(),

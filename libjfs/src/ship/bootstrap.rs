@@ -32,6 +32,9 @@ pub enum BootstrapError {
     Volume(#[from] VolumeError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// The server refused, or the connection failed.
+    #[error("{0}")]
+    Server(String),
     #[error("read the key {}", path.display())]
     Key {
         path: std::path::PathBuf,
@@ -74,8 +77,21 @@ pub fn bootstrap_from(
     let result = image::bootstrap_into(b, reader, progress);
     // The reader is gone: the network thread stops at its next chunk.
     let _ = net.join();
-    Ok(result?)
+    match result {
+        Ok(r) => Ok(r),
+        Err(ImageError::Read { source, .. })
+            if source.get_ref().is_some_and(|e| e.is::<NetError>()) =>
+        {
+            Err(BootstrapError::Server(source.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
+
+/// What the network thread reports, told apart from errors of the image.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NetError(String);
 
 type Item = Result<Vec<u8>, String>;
 
@@ -153,7 +169,7 @@ impl Read for Chunks {
                     self.chunk = c;
                     self.pos = 0;
                 }
-                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Ok(Err(e)) => return Err(std::io::Error::other(NetError(e))),
                 Err(_) => return Ok(0),
             }
         }
