@@ -637,3 +637,19 @@ fn anyhow_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[test]
+fn a_bootstrap_stopped_while_swapping_is_refused_on_open_and_mended_by_another() {
+    let (_dir, replica, bytes, _) = replica_and_image();
+    // What a crash between the exchanges leaves: the mark in the staging directory.
+    let staging = replica.join(libjfs::volume::BOOTSTRAP_DIR);
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("swapping"), b"").unwrap();
+    let err = Volume::open(&replica).err().unwrap().to_string();
+    assert!(err.contains("jfs-replica bootstrap again"), "{err}");
+    let (v, header) = image::bootstrap(&replica, bytes.as_slice(), &mut |_| {}).unwrap();
+    assert_eq!(v.applied(), header.position);
+    drop(v);
+    assert!(!staging.exists());
+    Volume::open(&replica).unwrap();
+}
