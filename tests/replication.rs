@@ -1076,3 +1076,278 @@ fn a_stalled_replica_neither_blocks_the_master_nor_grows_its_memory() {
     assert_same_tree(&vol.join("tree"), &rvol.join("tree"));
     assert_same_journal(&vol, &rvol);
 }
+
+// ---------------------------------------------------------------------------
+// History: staged roll-out, rewinds
+
+/// Files `app/f0..n` holding `tag` and their index, 8 KiB each.
+fn write_release(mnt: &Path, tag: &str, n: usize) {
+    fs::create_dir_all(mnt.join("app")).unwrap();
+    for i in 0..n {
+        let line = format!("{tag}:{i}\n");
+        fs::write(
+            mnt.join(format!("app/f{i}")),
+            line.repeat(8192 / line.len()),
+        )
+        .unwrap();
+    }
+}
+
+/// Reads the release files of a mount in a loop until stopped, and records
+/// anything a reader must never see: a file that is not wholly one release,
+/// or, once `to` was seen anywhere, `from` anywhere again (the tree moved
+/// release by release, not at once).
+struct ReleaseReader {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<(Vec<String>, usize)>>,
+}
+
+impl ReleaseReader {
+    fn start(mnt: &Path, n: usize, from: &'static str, to: &'static str) -> ReleaseReader {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, mnt) = (stop.clone(), mnt.to_owned());
+        let thread = thread::spawn(move || {
+            let (mut bad, mut reads, mut moved) = (Vec::new(), 0usize, false);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..n {
+                    let Ok(data) = fs::read(mnt.join(format!("app/f{i}"))) else {
+                        continue;
+                    };
+                    reads += 1;
+                    let text = String::from_utf8_lossy(&data);
+                    let tag = text.split(':').next().unwrap_or("").to_owned();
+                    let line = format!("{tag}:{i}\n");
+                    if text != line.repeat(8192 / line.len()) {
+                        bad.push(format!(
+                            "app/f{i} is not one release: {:?}",
+                            &text[..40.min(text.len())]
+                        ));
+                    } else if tag == to {
+                        moved = true;
+                    } else if tag == from && moved {
+                        bad.push(format!("app/f{i} is {from} after {to} was seen"));
+                    }
+                    if bad.len() > 20 {
+                        return (bad, reads);
+                    }
+                }
+            }
+            (bad, reads)
+        });
+        ReleaseReader {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (Vec<String>, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for ReleaseReader {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits until the replica's tree is at `want`.
+fn wait_position(rvol: &Path, want: &(u64, String), timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, s) = replica_status(rvol, &[]);
+        if pos(&s["position"]) == *want {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} is not at {want:?} after {timeout:?}: {s}",
+            rvol.display()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn snapshot_position(vol: &Path, name: &str) -> (u64, String) {
+    let list = ok("jfs-master", &[&"snapshot", &vol, &"list"]);
+    let line = list
+        .lines()
+        .find(|l| l.split('\t').next() == Some(name))
+        .unwrap_or_else(|| panic!("no snapshot {name}: {list}"));
+    let mut fields = line.split('\t').skip(1);
+    (
+        fields.next().unwrap().parse().unwrap(),
+        fields.next().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn a_staged_roll_out_moves_replicas_at_once_and_rewinds_put_them_back() {
+    const FILES: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let master = Master::start(&vol, &mnt, &[]);
+    write_release(&mnt, "v1", FILES);
+    fs::write(mnt.join("app/only-in-v1"), b"old").unwrap();
+    ok("jfs-master", &[&"snapshot", &vol, &"create", &"v1"]);
+    write_release(&mnt, "v2", FILES);
+    fs::remove_file(mnt.join("app/only-in-v1")).unwrap();
+    fs::write(mnt.join("app/only-in-v2"), b"new").unwrap();
+    ok("jfs-master", &[&"snapshot", &vol, &"create", &"v2"]);
+    fs::write(mnt.join("app/after-v2"), b"later").unwrap();
+    let (v1, v2) = (snapshot_position(&vol, "v1"), snapshot_position(&vol, "v2"));
+    let (at_v1, at_v2) = (dir.path().join("at-v1"), dir.path().join("at-v2"));
+    ok(
+        "jfs-replica",
+        &[&"materialize", &vol, &"--at", &"v1", &at_v1],
+    );
+    ok(
+        "jfs-replica",
+        &[&"materialize", &vol, &"--at", &"v2", &at_v2],
+    );
+
+    // Two front ends, pinned at v1.
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let rvol = dir.path().join(format!("replica-{name}"));
+        let rmnt = dir.path().join(format!("replica-{name}-mnt"));
+        fs::create_dir(&rmnt).unwrap();
+        init_replica(&rvol, &master.addr(), &vol);
+        let p = follow(&rvol, Some(&rmnt), &["--until", "v1"]);
+        replicas.push((rvol, rmnt, p));
+    }
+    for (rvol, rmnt, _) in &replicas {
+        wait_position(rvol, &v1, CONVERGE);
+        assert_same_tree(&at_v1, rmnt);
+    }
+
+    // Roll out v2: each front end moves at once, whatever its readers do.
+    let readers: Vec<ReleaseReader> = replicas
+        .iter()
+        .map(|(_, rmnt, _)| ReleaseReader::start(rmnt, FILES, "v1", "v2"))
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    for (rvol, _, _) in &replicas {
+        let out = ok("jfs-replica", &[&"follow", rvol, &"--until", &"v2"]);
+        assert!(out.contains("holds at v2"), "{out}");
+    }
+    for (rvol, rmnt, _) in &replicas {
+        wait_position(rvol, &v2, CONVERGE);
+        let (code, s) = wait_state(rvol, "pinned", Duration::from_secs(10));
+        assert_eq!((code, pos(&s["position"])), (0, v2.clone()), "{s}");
+        assert_same_tree(&at_v2, rmnt);
+        assert_same_tree(&at_v2, &rvol.join("tree"));
+    }
+    thread::sleep(Duration::from_millis(300));
+    for r in readers {
+        let (bad, reads) = r.finish();
+        assert!(
+            bad.is_empty(),
+            "readers saw a mixture during the roll-out:\n{}",
+            bad.join("\n")
+        );
+        assert!(
+            reads > FILES,
+            "the readers read too little to tell ({reads})"
+        );
+    }
+
+    // Roll back: each front end alone, at once.
+    let readers: Vec<ReleaseReader> = replicas
+        .iter()
+        .map(|(_, rmnt, _)| ReleaseReader::start(rmnt, FILES, "v2", "v1"))
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    for (rvol, _, _) in &replicas {
+        let out = ok("jfs-replica", &[&"rewind", rvol, &"--to", &"v1"]);
+        assert!(out.contains(&format!("is at {}", v1.0)), "{out}");
+    }
+    for (rvol, rmnt, _) in &replicas {
+        wait_position(rvol, &v1, Duration::from_secs(10));
+        let (code, s) = wait_state(rvol, "pinned", Duration::from_secs(10));
+        assert_eq!((code, pos(&s["position"])), (0, v1.clone()), "{s}");
+        assert_same_tree(&at_v1, rmnt);
+    }
+    thread::sleep(Duration::from_millis(300));
+    for r in readers {
+        let (bad, _) = r.finish();
+        assert!(
+            bad.is_empty(),
+            "readers saw a mixture during the roll-back:\n{}",
+            bad.join("\n")
+        );
+    }
+
+    // The master itself goes back to v1 while mounted: an open file and the
+    // kernel's caches follow, and replicas follow the rewind as they follow
+    // any change.
+    let held = fs::File::open(mnt.join("app/f0")).unwrap();
+    assert!(fs::read_to_string(mnt.join("app/f1"))
+        .unwrap()
+        .starts_with("v2:1"));
+    let out = ok("jfs-master", &[&"rewind", &vol, &"--to", &"v1"]);
+    assert!(out.contains("rewound"), "{out}");
+    assert_same_tree(&at_v1, &vol.join("tree"));
+    assert_same_tree(&at_v1, &mnt);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &held, &mut text).unwrap();
+    assert!(
+        text.starts_with("v1:0"),
+        "an open file reads {:?}",
+        &text[..10]
+    );
+    assert!(fs::read_to_string(mnt.join("app/f1"))
+        .unwrap()
+        .starts_with("v1:1"));
+    assert!(!mnt.join("app/after-v2").exists());
+    // And the rewind can itself be rewound.
+    let undo_to = master_head(&vol);
+    fs::write(mnt.join("app/f1"), b"edited after the rewind").unwrap();
+    let (head, _) = master_head(&vol);
+    ok(
+        "jfs-master",
+        &[&"rewind", &vol, &"--to", &(v2.0 + 1).to_string()],
+    );
+    let at_later = dir.path().join("at-later");
+    ok(
+        "jfs-replica",
+        &[
+            &"materialize",
+            &vol,
+            &"--at",
+            &(v2.0 + 1).to_string(),
+            &at_later,
+        ],
+    );
+    assert_same_tree(&at_later, &vol.join("tree"));
+    assert!(mnt.join("app/after-v2").exists());
+    assert!(head > undo_to.0);
+
+    // Released, the front ends follow the master through both rewinds.
+    for (rvol, _, _) in &replicas {
+        let out = ok("jfs-replica", &[&"follow", rvol]);
+        assert!(out.contains("follows"), "{out}");
+    }
+    let paths: Vec<&Path> = replicas.iter().map(|(r, _, _)| r.as_path()).collect();
+    wait_converged(&vol, &paths, CONVERGE);
+    for (rvol, rmnt, _) in &replicas {
+        assert_same_tree(&vol.join("tree"), &rvol.join("tree"));
+        assert_same_tree(&vol.join("tree"), rmnt);
+        let opts = CompareOptions {
+            ignore_root_mtime: true,
+            ..CompareOptions::default()
+        };
+        let diffs = compare_trees(&vol.join("attic"), &rvol.join("attic"), &opts).unwrap();
+        assert!(diffs.is_empty(), "the attics differ: {diffs:?}");
+    }
+    drop(held);
+    for (_, _, mut p) in replicas {
+        let st = p.stop();
+        assert!(st.success(), "{st}: {}", p.stderr());
+    }
+    master.unmount();
+}

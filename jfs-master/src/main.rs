@@ -83,6 +83,17 @@ enum Command {
         #[arg(long, value_name = "S")]
         max_lag_seconds: Option<f64>,
     },
+    /// Bring the tree back to its state at a position, by journaling the undo
+    /// of everything after it (replicas follow; a rewind can be rewound).
+    #[command(
+        after_help = "Works mounted (open files and the kernel's caches follow) and unmounted. The\ncost grows with what is undone, not with the size of the tree.\n\nExamples:\n  jfs-master rewind /srv/www.jfs --to v41\n  jfs-master rewind /srv/www.jfs --to 1200"
+    )]
+    Rewind {
+        vol: PathBuf,
+        /// Sequence number or snapshot name.
+        #[arg(long, value_name = "SEQ|SNAPSHOT")]
+        to: String,
+    },
     /// Name the current position, list or delete names.
     #[command(
         after_help = "Examples:\n  jfs-master snapshot /srv/www.jfs create v42\n  jfs-master snapshot /srv/www.jfs list"
@@ -264,6 +275,19 @@ fn run(cli: Cli) -> Result<u8> {
                     || max_lag_seconds.is_some_and(|m| lag["seconds"].as_f64().unwrap_or(0.0) > m)
             });
             Ok(if lagging { EXIT_LAGGING } else { 0 })
+        }
+        Command::Rewind { vol, to } => {
+            let answer = admin(&vol, Request::Rewind { to: to.clone() })?;
+            println!(
+                "rewound {} to {to} (seq {}): {} records undone by {} new ones; now at {}",
+                vol.display(),
+                answer["to"],
+                answer["undone"],
+                answer["position"]["seq"].as_u64().unwrap_or(0)
+                    - answer["from"]["seq"].as_u64().unwrap_or(0),
+                answer["position"]["seq"]
+            );
+            Ok(0)
         }
         Command::Snapshot { vol, action } => {
             let req = match &action {

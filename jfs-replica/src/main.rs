@@ -76,8 +76,9 @@ enum Command {
     },
     /// Follow the master: receive, journal and apply its records until stopped
     /// (SIGTERM, SIGINT), optionally serving the tree read-only at MOUNTPOINT.
+    /// When a process already follows the volume, move its pin instead.
     #[command(
-        after_help = "Examples:\n  jfs-replica follow /srv/www.jfs --mount /var/www\n  jfs-replica follow /srv/www.jfs --until v42          # apply up to snapshot v42 and hold there\n  jfs-replica follow /srv/www.jfs --listen 0.0.0.0:7421 # serve other replicas (cascade)"
+        after_help = "A pinned replica keeps receiving records but moves its tree only once it holds\nevery record up to the pin, and then all at once: readers of the mount see the\nold version or the new one, never a mixture.\n\nExamples:\n  jfs-replica follow /srv/www.jfs --mount /var/www\n  jfs-replica follow /srv/www.jfs --until v42          # apply up to snapshot v42 and hold there\n  jfs-replica follow /srv/www.jfs --until v43          # (while following) move the pin to v43\n  jfs-replica follow /srv/www.jfs                      # (while following) follow the head again\n  jfs-replica follow /srv/www.jfs --listen 0.0.0.0:7421 # serve other replicas (cascade)"
     )]
     Follow {
         vol: PathBuf,
@@ -93,6 +94,17 @@ enum Command {
         /// Follow this server instead of the one given at init (and remember it).
         #[arg(long, value_name = "ADDR")]
         master: Option<String>,
+    },
+    /// Take this replica's tree alone back to a position and hold it there
+    /// until `follow` moves it again.
+    #[command(
+        after_help = "The journal keeps every record, so `follow` (or `follow --until`) moves the tree\nforward again. A following process rewinds in one step: readers of its mount\nsee the tree as it was or as it becomes, never between.\n\nExamples:\n  jfs-replica rewind /srv/www.jfs --to v41\n  jfs-replica rewind /srv/www.jfs --to 1200"
+    )]
+    Rewind {
+        vol: PathBuf,
+        /// Sequence number or snapshot name.
+        #[arg(long, value_name = "SEQ|SNAPSHOT")]
+        to: String,
     },
     /// Rebuild the tree as it was at a position into a fresh directory.
     #[command(
@@ -194,6 +206,25 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Rewind { vol, to } => {
+            let req = libjfs::admin::Request::Rewind { to: to.clone() };
+            let answer = match libjfs::admin::request(&vol, &req) {
+                Ok(a) => a,
+                Err(libjfs::admin::AdminError::NotServed(_)) => {
+                    let mut v =
+                        Volume::open(&vol).with_context(|| format!("open {}", vol.display()))?;
+                    libjfs::admin::answer_with(&mut v, req).map_err(anyhow::Error::msg)?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            println!(
+                "{} is at {} ({} records undone); `jfs-replica follow {}` moves it on again",
+                vol.display(),
+                answer["position"]["seq"],
+                answer["undone"].as_u64().unwrap_or(0),
+                vol.display()
+            );
+        }
         Command::Materialize { vol, at, dest } => {
             let journal = open_journal(&vol)?;
             let seq = resolve_target(&journal, &parse_target(&at))?;
@@ -516,6 +547,26 @@ fn follow(
     listen: Option<String>,
     master: Option<String>,
 ) -> Result<ExitCode> {
+    // A process follows already: move its pin.
+    let pin = libjfs::admin::Request::Pin {
+        until: until.clone(),
+    };
+    match libjfs::admin::request(vol_path, &pin) {
+        Ok(answer) => {
+            match &until {
+                Some(t) => println!(
+                    "{} now holds at {t} (seq {}); it is at {}",
+                    vol_path.display(),
+                    answer["pin"],
+                    answer["position"]["seq"]
+                ),
+                None => println!("{} follows its master's head again", vol_path.display()),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(libjfs::admin::AdminError::NotServed(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let v = Volume::open(vol_path).with_context(|| format!("open {}", vol_path.display()))?;
     if v.role() != Role::Replica {
         anyhow::bail!(
@@ -555,9 +606,7 @@ fn follow(
             )
             .with_context(|| format!("mount {} at {}", vol_path.display(), mnt.display()))?;
             let inval = m.invalidator();
-            hooks.applied = Some(Box::new(move |e: &libjfs::Entry| {
-                inval.record_applied(&e.record.op)
-            }));
+            hooks.applied = Some(Box::new(move |op: &libjfs::Op| inval.record_applied(op)));
             eprintln!(
                 "jfs-replica: serving the tree read-only at {}",
                 mnt.display()
@@ -596,8 +645,11 @@ fn follow(
         &master,
         until.clone(),
     )));
+    let (pin_tx, pin_rx) = tokio::sync::watch::channel(until.clone());
+    let inval = mounted.as_ref().map(|m| m.invalidator());
     let admin = {
         let (vol, state, server) = (vol.clone(), state.clone(), server.clone());
+        let gate = gate.clone();
         let mountpoint = mount.map(|m| m.canonicalize().unwrap_or_else(|_| m.to_owned()));
         libjfs::admin::serve(
             vol_path,
@@ -633,6 +685,20 @@ fn follow(
                     let mut v = vol.lock().unwrap_or_else(|p| p.into_inner());
                     libjfs::admin::answer_with(&mut v, req)
                 }
+                libjfs::admin::Request::Rewind { to } => move_pin(
+                    &vol,
+                    &gate,
+                    Some(parse_target(&to)),
+                    &pin_tx,
+                    inval.as_ref(),
+                ),
+                libjfs::admin::Request::Pin { until } => move_pin(
+                    &vol,
+                    &gate,
+                    until.map(|t| parse_target(&t)),
+                    &pin_tx,
+                    inval.as_ref(),
+                ),
                 _ => Err("a replica takes its snapshots from its master; ask the master".into()),
             }),
         )
@@ -678,6 +744,7 @@ fn follow(
         replica_id,
         until,
         listen: server.as_ref().map(|s| s.local_addr().to_string()),
+        pin: Some(pin_rx),
     };
     let result = follower::follow(vol.clone(), cfg, hooks, state, stop_rx);
     stop_trim.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -712,6 +779,22 @@ fn follow(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Moves a following replica's pin, rewinding first when it goes back.
+fn move_pin(
+    vol: &std::sync::Mutex<Volume>,
+    gate: &std::sync::RwLock<()>,
+    target: Option<libjfs::volume::Target>,
+    pin: &tokio::sync::watch::Sender<Option<libjfs::volume::Target>>,
+    inval: Option<&libjfs::rofs::Invalidator>,
+) -> Result<serde_json::Value, String> {
+    follower::repin(vol, Some(gate), target, pin, |op| {
+        if let Some(i) = inval {
+            i.record_applied(op)
+        }
+    })
+    .map_err(|e| e.to_string())
 }
 
 const EXIT_BROKEN: u8 = 3;

@@ -63,6 +63,14 @@ pub enum Request {
     Image {
         path: String,
     },
+    /// Take the tree back to a position (`SEQ` or a snapshot name).
+    Rewind {
+        to: String,
+    },
+    /// Hold a following replica at a position, or (`None`) follow the head.
+    Pin {
+        until: Option<String>,
+    },
 }
 
 /// Answers requests; an `Err` is sent back as the error text.
@@ -255,7 +263,34 @@ pub fn answer_with(vol: &mut crate::Volume, req: Request) -> Result<Value, Strin
              image a replica (jfs-replica image), or this volume while nothing has it open",
             vol.role()
         )),
+        Request::Rewind { to } => {
+            let seq = vol
+                .resolve(&crate::volume::parse_target(&to))
+                .map_err(|e| e.to_string())?;
+            let r = match vol.role() {
+                crate::Role::Master => vol.rewind(seq, |_| {}),
+                crate::Role::Replica => vol.rewind_tree(seq, None, |_| {}),
+            }
+            .map_err(|e| e.to_string())?;
+            vol.sync().map_err(|e| e.to_string())?;
+            Ok(rewound_json(&r))
+        }
+        Request::Pin { .. } => Err(format!(
+            "no process follows {}; start one with jfs-replica follow VOL [--until SEQ|SNAPSHOT]",
+            vol.path().display()
+        )),
     }
+}
+
+/// What a rewind did, as JSON.
+pub fn rewound_json(r: &crate::volume::Rewound) -> Value {
+    use crate::inspect::position_json;
+    serde_json::json!({
+        "from": position_json(r.from),
+        "to": r.to,
+        "undone": r.undone,
+        "position": position_json(r.now),
+    })
 }
 
 #[cfg(test)]

@@ -13,14 +13,20 @@
 //! - [`Applier::settle`] syncs the tree's filesystem and then the slot, so the
 //!   position survives a power cut too; the volume also checkpoints it in sled.
 //!
+//! Undoing a record ([`Applier::unapply`], a replica's local rewind) works the
+//! same way, one undo step at a time: the slot names the record being undone
+//! and the step in flight, which is redone after a crash.
+//!
 //! Slot layout (72 bytes, little endian): magic `JFSPOSN\0` (8), applied seq
 //! (8), applied chain (32), in-flight seq or 0 (8), fingerprint (8),
-//! crc32c of the previous 64 bytes (4), zero (4).
+//! crc32c of the previous 64 bytes (4), undo step + 1 or 0 (4). With an undo
+//! step, the in-flight seq is the applied one (the record being undone).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::history::Step;
 use crate::journal::Entry;
 use crate::position::Position;
 use crate::tree::{Tree, TreeError};
@@ -65,6 +71,8 @@ pub struct SlotState {
     pub applied: Position,
     /// A record that may be partly applied: (seq, fingerprint).
     pub in_flight: Option<(u64, u64)>,
+    /// A record being undone and the undo step that may be partly applied.
+    pub undoing: Option<(u64, u32)>,
 }
 
 impl SlotState {
@@ -74,9 +82,14 @@ impl SlotState {
         b[8..16].copy_from_slice(&self.applied.seq.to_le_bytes());
         b[16..48].copy_from_slice(&self.applied.chain);
         let (seq, fp) = self.in_flight.unwrap_or((0, 0));
+        let (seq, fp, step) = match self.undoing {
+            Some((seq, step)) => (seq, 0, step + 1),
+            None => (seq, fp, 0),
+        };
         b[48..56].copy_from_slice(&seq.to_le_bytes());
         b[56..64].copy_from_slice(&fp.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..64]);
+        b[68..72].copy_from_slice(&step.to_le_bytes());
+        let crc = slot_crc(&b);
         b[64..68].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -85,20 +98,46 @@ impl SlotState {
         if b.len() != SLOT_LEN || b[0..8] != SLOT_MAGIC {
             return None;
         }
-        if crc32c::crc32c(&b[0..64]).to_le_bytes() != b[64..68] || b[68..72] != [0; 4] {
+        if slot_crc(b).to_le_bytes() != b[64..68] {
             return None;
         }
+        let step = u32::from_le_bytes(b[68..72].try_into().unwrap());
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
         let applied = Position {
             seq: u64_at(8),
             chain: b[16..48].try_into().unwrap(),
         };
+        if step != 0 {
+            if u64_at(48) != applied.seq || applied.seq == 0 || u64_at(56) != 0 {
+                return None;
+            }
+            return Some(SlotState {
+                applied,
+                in_flight: None,
+                undoing: Some((applied.seq, step - 1)),
+            });
+        }
         let in_flight = match u64_at(48) {
             0 => None,
             seq if seq == applied.seq + 1 => Some((seq, u64_at(56))),
             _ => return None,
         };
-        Some(SlotState { applied, in_flight })
+        Some(SlotState {
+            applied,
+            in_flight,
+            undoing: None,
+        })
+    }
+}
+
+/// crc32c of the first 64 bytes, and of the undo step when there is one
+/// (slots without one keep the checksum they always had).
+fn slot_crc(b: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&b[0..64]);
+    if b[68..72] == [0; 4] {
+        crc
+    } else {
+        crc32c::crc32c_append(crc, &b[68..72])
     }
 }
 
@@ -151,6 +190,8 @@ pub struct Applier {
     applied: Position,
     /// The record a crash left in flight, to be applied in redo form.
     redo: Option<(u64, u64)>,
+    /// The undo a crash left in flight: (record, step), redone from that step.
+    undo_redo: Option<(u64, u32)>,
 }
 
 impl Applier {
@@ -161,17 +202,36 @@ impl Applier {
             slot: None,
             applied: start,
             redo: None,
+            undo_redo: None,
         })
+    }
+
+    /// [`Applier::ephemeral`] with an attic for removed nodes, which the
+    /// records that restore them need.
+    pub fn ephemeral_with_attic(
+        tree: &Path,
+        attic: &Path,
+        start: Position,
+    ) -> std::io::Result<Applier> {
+        let mut a = Applier::ephemeral(tree, start)?;
+        a.tree = Tree::open_with_attic(tree, attic)?;
+        Ok(a)
     }
 
     /// Opens the tree with its durable position slot. A missing slot starts
     /// at `start`; a damaged one is an error (the tree's state is unknown).
-    pub fn open(tree: &Path, slot_path: &Path, start: Position) -> Result<Applier, ApplyError> {
+    pub fn open(
+        tree: &Path,
+        attic: &Path,
+        slot_path: &Path,
+        start: Position,
+    ) -> Result<Applier, ApplyError> {
         let state = read_slot(slot_path)?.unwrap_or(SlotState {
             applied: start,
             in_flight: None,
+            undoing: None,
         });
-        let tree = Tree::open(tree).map_err(|e| ApplyError::Slot {
+        let tree = Tree::open_with_attic(tree, attic).map_err(|e| ApplyError::Slot {
             path: slot_path.to_owned(),
             reason: e.to_string(),
         })?;
@@ -195,6 +255,7 @@ impl Applier {
             slot: Some(slot),
             applied: state.applied,
             redo: state.in_flight,
+            undo_redo: state.undoing,
         })
     }
 
@@ -208,6 +269,12 @@ impl Applier {
         self.redo.map(|(seq, _)| seq)
     }
 
+    /// The record a crash left half undone, which the next
+    /// [`Applier::unapply`] must receive.
+    pub fn undoing(&self) -> Option<u64> {
+        self.undo_redo.map(|(seq, _)| seq)
+    }
+
     pub fn tree(&self) -> &Tree {
         &self.tree
     }
@@ -215,6 +282,16 @@ impl Applier {
     /// Applies `entry`, which must continue the applied position.
     pub fn apply(&mut self, entry: &Entry) -> Result<(), ApplyError> {
         let seq = entry.record.seq;
+        if let Some((undoing, _)) = self.undo_redo {
+            return Err(ApplyError::Slot {
+                path: self
+                    .slot
+                    .as_ref()
+                    .map(|s| s.path.clone())
+                    .unwrap_or_default(),
+                reason: format!("record {undoing} is half undone; finish the rewind first"),
+            });
+        }
         if seq != self.applied.seq + 1 {
             return Err(ApplyError::OutOfOrder {
                 seq,
@@ -232,6 +309,7 @@ impl Applier {
         let in_flight = SlotState {
             applied: self.applied,
             in_flight: Some((seq, fingerprint)),
+            undoing: None,
         };
         if let Some(slot) = &self.slot {
             slot.write(&in_flight)?;
@@ -252,6 +330,7 @@ impl Applier {
                         slot.write(&SlotState {
                             applied: self.applied,
                             in_flight: None,
+                            undoing: None,
                         })?;
                     }
                 } else {
@@ -278,9 +357,70 @@ impl Applier {
         slot.write(&SlotState {
             applied: self.applied,
             in_flight: self.redo,
+            undoing: self.undo_redo,
         })?;
         slot.sync()?;
         Ok(self.applied)
+    }
+
+    /// Undoes `entry`, the last applied record, with `steps` (its
+    /// [`inverse`](crate::history::inverse)), leaving the tree at the
+    /// position before it. Each step is in the slot while it runs, so a
+    /// crash is completed by calling this again with the same entry.
+    pub fn unapply(&mut self, entry: &Entry, steps: &[Step]) -> Result<(), ApplyError> {
+        let seq = entry.record.seq;
+        if self.applied != entry.position {
+            return Err(ApplyError::OutOfOrder {
+                seq,
+                applied: self.applied,
+            });
+        }
+        if self.redo.is_some() {
+            return Err(ApplyError::Slot {
+                path: self
+                    .slot
+                    .as_ref()
+                    .map(|s| s.path.clone())
+                    .unwrap_or_default(),
+                reason: format!("record {} is half applied; replay it first", seq + 1),
+            });
+        }
+        let resume = self.undo_redo.filter(|&(s, _)| s == seq).map(|(_, k)| k);
+        for (k, step) in steps.iter().enumerate() {
+            let k = k as u32;
+            if resume.is_some_and(|r| k < r) {
+                continue;
+            }
+            if let Some(slot) = &self.slot {
+                slot.write(&SlotState {
+                    applied: self.applied,
+                    in_flight: None,
+                    undoing: Some((seq, k)),
+                })?;
+            }
+            self.undo_redo = Some((seq, k));
+            let redo = (resume == Some(k)).then_some(0);
+            self.tree
+                .apply(&step.to_record(seq), redo)
+                .map_err(|source| ApplyError::Tree {
+                    seq,
+                    op: step.op.name(),
+                    source,
+                })?;
+        }
+        self.applied = Position {
+            seq: seq - 1,
+            chain: entry.prev_chain,
+        };
+        self.undo_redo = None;
+        if let Some(slot) = &self.slot {
+            slot.write(&SlotState {
+                applied: self.applied,
+                in_flight: None,
+                undoing: None,
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -296,17 +436,27 @@ mod tests {
                 chain: [3; 32],
             },
             in_flight: Some((8, 99)),
+            undoing: None,
         };
         let b = s.encode();
         assert_eq!(SlotState::decode(&b), Some(s));
-        for bit in 0..SLOT_LEN * 8 {
-            let mut d = b;
-            d[bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(SlotState::decode(&d), None, "bit {bit}");
+        let undo = SlotState {
+            applied: s.applied,
+            in_flight: None,
+            undoing: Some((7, 3)),
+        };
+        assert_eq!(SlotState::decode(&undo.encode()), Some(undo));
+        for b in [b, undo.encode()] {
+            for bit in 0..SLOT_LEN * 8 {
+                let mut d = b;
+                d[bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(SlotState::decode(&d), None, "bit {bit}");
+            }
         }
         let none = SlotState {
             applied: Position::ZERO,
             in_flight: None,
+            undoing: None,
         };
         assert_eq!(SlotState::decode(&none.encode()), Some(none));
     }

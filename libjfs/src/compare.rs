@@ -92,6 +92,11 @@ pub enum FileKind {
 pub struct CompareOptions {
     /// Do not compare the mtime of the root directories themselves.
     pub ignore_root_mtime: bool,
+    /// Count a block of zeros inside a data extent as a hole. Linux reports
+    /// ranges that `fallocate` allocated but nothing wrote as data or as
+    /// holes depending on its page cache, so a tree that was rewound over
+    /// such ranges can only be held to this.
+    pub zero_blocks_are_holes: bool,
 }
 
 impl FileKind {
@@ -379,27 +384,65 @@ fn first_difference(
 /// `SEEK_HOLE`. A filesystem without support for them (`EINVAL`) is taken to
 /// hold data everywhere, which is also what Linux reports for such filesystems.
 fn data_extents(file: &File, size: u64, path: &Path) -> io::Result<Vec<(u64, u64)>> {
+    at_path(data_extents_between(file, 0, size), "seek data", path)
+}
+
+/// `extents` less the 4 KiB blocks in them that hold only zeros.
+fn without_zero_blocks(
+    file: &File,
+    extents: Vec<(u64, u64)>,
+    path: &Path,
+) -> io::Result<Vec<(u64, u64)>> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: u64 = 4096;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut buf = vec![0u8; BLOCK as usize];
+    for (start, end) in extents {
+        let mut pos = start;
+        while pos < end {
+            let next = ((pos / BLOCK) + 1) * BLOCK;
+            let stop = next.min(end);
+            let b = &mut buf[..(stop - pos) as usize];
+            at_path(file.read_exact_at(b, pos), "read", path)?;
+            if b.iter().any(|&x| x != 0) {
+                match out.last_mut() {
+                    Some(last) if last.1 == pos => last.1 = stop,
+                    _ => out.push((pos, stop)),
+                }
+            }
+            pos = stop;
+        }
+    }
+    Ok(out)
+}
+
+/// The data extents of `file` that lie within `from..to`, clipped to it.
+pub(crate) fn data_extents_between(
+    file: &File,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, u64)>, Errno> {
     let mut extents = Vec::new();
-    let mut pos = 0u64;
-    while pos < size {
+    let mut pos = from;
+    while pos < to {
         let start = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
             Ok(start) => start,
             Err(Errno::NXIO) => break,
             Err(Errno::INVAL) => {
-                extents.push((pos, size));
+                extents.push((pos, to));
                 break;
             }
-            Err(e) => return at_path(Err(e), "seek data", path),
+            Err(e) => return Err(e),
         };
-        if start >= size {
+        if start >= to {
             break;
         }
         let end = match rustix::fs::seek(file, SeekFrom::Hole(start)) {
-            Ok(end) => end.min(size),
-            Err(Errno::NXIO) | Err(Errno::INVAL) => size,
-            Err(e) => return at_path(Err(e), "seek hole", path),
+            Ok(end) => end.min(to),
+            Err(Errno::NXIO) | Err(Errno::INVAL) => to,
+            Err(e) => return Err(e),
         };
-        let end = if end <= start { size } else { end };
+        let end = if end <= start { to } else { end };
         extents.push((start, end));
         pos = end;
     }
@@ -671,8 +714,12 @@ impl Walk<'_> {
         if let Some(offset) = first_difference(&mut lfile, lpath, &mut rfile, rpath)? {
             self.push(rel, DifferenceKind::Content { offset });
         }
-        let lext = data_extents(&lfile, lsize, lpath)?;
-        let rext = data_extents(&rfile, rsize, rpath)?;
+        let mut lext = data_extents(&lfile, lsize, lpath)?;
+        let mut rext = data_extents(&rfile, rsize, rpath)?;
+        if lext != rext && self.opts.zero_blocks_are_holes {
+            lext = without_zero_blocks(&lfile, lext, lpath)?;
+            rext = without_zero_blocks(&rfile, rext, rpath)?;
+        }
         if lext != rext {
             self.push(
                 rel,
@@ -971,6 +1018,7 @@ mod tests {
         assert_eq!(settled_compare(&left, &right), vec![]);
         let opts = CompareOptions {
             ignore_root_mtime: true,
+            ..CompareOptions::default()
         };
         assert_eq!(
             compare_trees(left.path(), right.path(), &opts).unwrap(),
@@ -1178,6 +1226,7 @@ mod tests {
         );
         let opts = CompareOptions {
             ignore_root_mtime: true,
+            ..CompareOptions::default()
         };
         assert_eq!(
             compare_trees(left.path(), right.path(), &opts).unwrap(),
@@ -1212,6 +1261,7 @@ mod tests {
         set_mtime(&p(&left, b"d"), (2, 0));
         let opts = CompareOptions {
             ignore_root_mtime: true,
+            ..CompareOptions::default()
         };
         assert_eq!(
             compare_trees(left.path(), right.path(), &opts).unwrap(),

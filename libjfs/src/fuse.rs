@@ -702,7 +702,13 @@ pub fn serve(
     let server = server.map(Arc::new);
     let admin = crate::admin::serve(
         &vol_path,
-        admin_handler(fs.clone(), policy, mountpoint, server.clone()),
+        admin_handler(
+            fs.clone(),
+            policy,
+            mountpoint,
+            server.clone(),
+            session.notifier(),
+        ),
     )?;
     on_mounted(
         session.unmount_callable(),
@@ -743,11 +749,36 @@ fn admin_handler(
     policy: SyncPolicy,
     mountpoint: &Path,
     server: Option<Arc<crate::ship::server::Server>>,
+    notifier: fuser::Notifier,
 ) -> crate::admin::Handler {
     let mountpoint = mountpoint
         .canonicalize()
         .unwrap_or_else(|_| mountpoint.to_owned());
     Arc::new(move |req| {
+        if let crate::admin::Request::Rewind { to } = &req {
+            let (r, touched) = fs
+                .rewind(&crate::volume::parse_target(to))
+                .map_err(|e| e.to_string())?;
+            // The kernel drops what it cached of every node the undo touched.
+            for path in &touched {
+                let (parent, node) = fs.inodes_at(path);
+                if let Some(parent) = parent {
+                    let _ = notifier.inval_entry(
+                        INodeNo(parent),
+                        std::ffi::OsStr::from_bytes(path.file_name()),
+                    );
+                    let _ = notifier.inval_inode(INodeNo(parent), 0, 0);
+                }
+                if let Some(node) = node {
+                    let _ = notifier.inval_inode(INodeNo(node), 0, 0);
+                }
+            }
+            if policy == SyncPolicy::Fsync {
+                fs.sync_journal()
+                    .map_err(|e| format!("sync the journal: {e}"))?;
+            }
+            return Ok(crate::admin::rewound_json(&r));
+        }
         let is_status = req == crate::admin::Request::Status;
         let mut answer = fs.with_volume(|v| crate::admin::answer_with(v, req))?;
         if is_status {

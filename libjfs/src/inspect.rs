@@ -101,13 +101,32 @@ pub fn op_paths(op: &Op) -> Vec<Node> {
         | Op::Rmdir { path }
         | Op::Write { path, .. }
         | Op::Truncate { path, .. }
-        | Op::Fallocate { path, .. } => vec![p(path)],
+        | Op::Fallocate { path, .. }
+        | Op::Restore { path, .. } => vec![p(path)],
         Op::Link { from, to } | Op::Rename { from, to, .. } => vec![p(from), p(to)],
         Op::CopyRange { src, dst, .. } => vec![p(src), p(dst)],
         Op::SetAttr { node, .. } | Op::SetXattr { node, .. } | Op::RemoveXattr { node, .. } => {
             vec![node.clone()]
         }
         Op::Marker(_) => vec![],
+    }
+}
+
+/// `op` without its data payloads (writes, xattr values): what naming the
+/// nodes an operation touched needs, kept cheaply.
+pub fn paths_only(op: &Op) -> Op {
+    match op {
+        Op::Write { path, offset, .. } => Op::Write {
+            path: path.clone(),
+            offset: *offset,
+            data: Vec::new(),
+        },
+        Op::SetXattr { node, name, .. } => Op::SetXattr {
+            node: node.clone(),
+            name: name.clone(),
+            value: Vec::new(),
+        },
+        other => other.clone(),
     }
 }
 

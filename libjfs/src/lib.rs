@@ -22,6 +22,7 @@ pub mod compare;
 pub mod format;
 #[cfg(feature = "fuse")]
 pub mod fuse;
+pub mod history;
 pub mod image;
 pub mod inspect;
 pub mod journal;

@@ -220,6 +220,68 @@ impl MasterFs {
         }
     }
 
+    /// Rewinds the tree to position `to` ([`Volume::rewind`]) while mounted,
+    /// with no other change in between, and brings the table of names the
+    /// kernel knows in line with it. Returns what was done and every node
+    /// the undo touched, whose kernel caches the caller drops.
+    pub fn rewind(
+        &self,
+        to: &crate::volume::Target,
+    ) -> std::result::Result<(crate::volume::Rewound, Vec<RelPath>), VolumeError> {
+        let mut touched = Vec::new();
+        let r = {
+            let mut vol = self.vol.lock().unwrap_or_else(|p| p.into_inner());
+            let seq = vol.resolve(to)?;
+            let r = vol.rewind(seq, |op| {
+                for n in crate::inspect::op_paths(op) {
+                    if let Node::Path(p) = n {
+                        touched.push(p);
+                    }
+                }
+            });
+            self.publish(&vol);
+            r
+        };
+        touched.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        touched.dedup();
+        self.refresh_names(&touched);
+        r.map(|r| (r, touched))
+    }
+
+    /// The backing inode now at `path` and at its parent, if they exist.
+    pub fn inodes_at(&self, path: &RelPath) -> (Option<u64>, Option<u64>) {
+        let parent = self.stat_path(path.parent().as_ref()).ok().map(|a| a.ino);
+        let node = self.stat_path(Some(path)).ok().map(|a| a.ino);
+        (parent, node)
+    }
+
+    /// After the tree changed under the table (a rewind), each `(parent,
+    /// name)` of `paths` names what is there now: stale names go, and an
+    /// inode the table knows gets its name back.
+    fn refresh_names(&self, paths: &[RelPath]) {
+        let now: Vec<(u64, Vec<u8>, Option<u64>)> = paths
+            .iter()
+            .filter_map(|p| {
+                let (parent, node) = self.inodes_at(p);
+                parent.map(|parent| (parent, p.file_name().to_vec(), node))
+            })
+            .collect();
+        let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
+        for (ino, node) in inodes.iter_mut() {
+            node.names.retain(|(parent, name)| {
+                !now.iter()
+                    .any(|(p, n, at)| p == parent && n == name && *at != Some(*ino))
+            });
+        }
+        for (parent, name, at) in now {
+            if let Some(node) = at.and_then(|ino| inodes.get_mut(&ino)) {
+                if !node.names.iter().any(|(p, n)| *p == parent && *n == name) {
+                    node.names.push((parent, name));
+                }
+            }
+        }
+    }
+
     /// Gives the volume back (to sync and close it).
     pub fn into_volume(self) -> Volume {
         self.vol.into_inner().unwrap_or_else(|p| p.into_inner())
@@ -281,9 +343,14 @@ impl MasterFs {
         if md.nlink() == 0 {
             return Ok(Located::Detached(file));
         }
-        let path = self.find_in_tree(md.ino()).ok_or(Errno::IO)?;
-        self.remember_path(&path);
-        Ok(Located::Path(path))
+        match self.find_in_tree(md.ino()) {
+            Some(path) => {
+                self.remember_path(&path);
+                Ok(Located::Path(path))
+            }
+            // Its last name is gone; only history (the attic) links it.
+            None => Ok(Located::Detached(file)),
+        }
     }
 
     /// The path of the node with backing inode `backing`, by walking the tree.
@@ -396,10 +463,31 @@ impl MasterFs {
     }
 
     fn commit(&self, op: Op) -> Result<()> {
+        self.commit_keeping(op, None)
+    }
+
+    /// Commits `op`. With history on, a removal moves the node to the attic;
+    /// when `open` (an inode the op removes) is still open here, the attic
+    /// gets a copy instead, so writes through the open handle do not change
+    /// history.
+    fn commit_keeping(&self, op: Op, open: Option<u64>) -> Result<()> {
         let time = Timestamp::now();
         let mtimes = implied_mtimes(&op, time);
         let mut vol = self.vol.lock().unwrap_or_else(|p| p.into_inner());
         let r = vol.commit_with(time, op, mtimes);
+        if let (Ok(pos), Some(ino)) = (&r, open) {
+            if vol.history() && self.handle_file_for(ino).is_some() {
+                let attic = vol.attic_path();
+                if attic.join(pos.seq.to_string()).exists() {
+                    if let Err(e) = crate::history::detach_attic_entry(&attic, pos.seq) {
+                        eprintln!(
+                            "jfs: keep attic entry {} apart from its open file: {e}",
+                            pos.seq
+                        );
+                    }
+                }
+            }
+        }
         if r.is_ok() {
             self.publish(&vol);
         }
@@ -712,7 +800,7 @@ impl MasterFs {
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
         let path = self.child_path(parent, name)?;
         let ino = self.stat_path(Some(&path))?.ino;
-        self.commit(Op::Unlink { path })?;
+        self.commit_keeping(Op::Unlink { path }, Some(ino))?;
         self.forget_name(ino, parent, name);
         Ok(())
     }
@@ -742,7 +830,10 @@ impl MasterFs {
             // Two names of one inode: POSIX says rename does nothing.
             return Ok(());
         }
-        self.commit(Op::Rename { from, to, mode })?;
+        self.commit_keeping(
+            Op::Rename { from, to, mode },
+            dst.filter(|_| mode == RenameMode::Replace),
+        )?;
         let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
         let rename_name =
             |names: &mut Vec<(u64, Vec<u8>)>, old: (u64, &[u8]), new: (u64, &[u8])| {

@@ -34,10 +34,16 @@ pub fn materialize_journal(
         )));
     }
     prepare_dest(dest)?;
-    let mut applier = Applier::ephemeral(dest, Position::ZERO).map_err(|e| VolumeError::Io {
-        context: format!("open {}", dest.display()),
-        source: e,
-    })?;
+    // Records that restore removed nodes (a rewind) take them from an attic:
+    // keep one beside the destination while replaying.
+    let attic = Scratch::beside(dest)?;
+    let mut applier =
+        Applier::ephemeral_with_attic(dest, &attic.0, Position::ZERO).map_err(|e| {
+            VolumeError::Io {
+                context: format!("open {}", dest.display()),
+                source: e,
+            }
+        })?;
     if at > 0 {
         for entry in journal.read_from(1)? {
             let entry = entry?;
@@ -49,6 +55,31 @@ pub fn materialize_journal(
         }
     }
     Ok(applier.applied())
+}
+
+/// A directory removed with everything in it when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn beside(dest: &Path) -> Result<Scratch, VolumeError> {
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = dest.with_file_name(format!(".{name}.attic-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir(&path).map_err(|e| VolumeError::Io {
+            context: format!("create {}", path.display()),
+            source: e,
+        })?;
+        Ok(Scratch(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// [`materialize_journal`] for the volume at `volume`.

@@ -210,6 +210,12 @@ pub enum Op {
         len: u64,
     },
     Marker(Marker),
+    /// Moves attic entry `id` (a node an earlier record removed) back to
+    /// `path`, which must not exist: how a rewind undoes a removal.
+    Restore {
+        id: u64,
+        path: RelPath,
+    },
 }
 
 /// The mtime a node has once the record is applied.
@@ -219,10 +225,11 @@ pub struct SetMtime {
     pub mtime: Timestamp,
 }
 
-/// What a destructive record overwrote, so that it can be undone.
+/// What a record overwrote, so that it can be undone (see `history.rs`).
 ///
-/// Records carry none yet; the variants fix the encoding so that history can
-/// fill them in without a format change.
+/// With history on (the default), every record but a marker carries at least
+/// one; a record without any was journaled with history off and cannot be
+/// undone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BeforeImage {
     /// Bytes that a write, truncate or punch-hole replaced, at `offset`.
@@ -233,7 +240,8 @@ pub enum BeforeImage {
     },
     /// The size a file had.
     Size(u64),
-    /// Attributes a `SetAttr` replaced.
+    /// Attributes a `SetAttr` (or an ACL change) replaced. `mode` is the
+    /// whole `st_mode`, file type bits included.
     Attr {
         mode: u32,
         uid: u32,
@@ -249,7 +257,19 @@ pub enum BeforeImage {
     },
     /// The inode an unlink, rmdir or replacing rename moved to the attic.
     Attic { id: u64 },
+    /// The mtime a node had before the record set it.
+    Mtime(SetMtime),
+    /// The operation changed nothing but mtimes (a rename between two
+    /// names of one inode).
+    Unchanged,
+    /// What a `Restore` brought back: a directory or not.
+    Restored { dir: bool },
 }
+
+/// Most bytes of file data the before-images of one record carry.
+pub const MAX_BEFORE: usize = MAX_WRITE / 2;
+/// Most before-images one record carries.
+pub const MAX_BEFORE_IMAGES: usize = 1024;
 
 /// One journal entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,7 +281,7 @@ pub struct Record {
     pub op: Op,
     /// Resulting mtimes of the nodes the op touched, applied after the op.
     pub mtimes: Vec<SetMtime>,
-    /// Before-images for undo (empty until history is enabled).
+    /// What the record overwrote, for undo (empty with history off).
     pub before: Vec<BeforeImage>,
 }
 
@@ -284,6 +304,7 @@ pub fn implied_mtimes(op: &Op, time: Timestamp) -> Vec<SetMtime> {
         // Linux updates mtime for every fallocate mode, keep-size included.
         Op::Fallocate { path, .. } => vec![Node::Path(path.clone())],
         Op::CopyRange { dst, .. } => vec![Node::Path(dst.clone())],
+        Op::Restore { path, .. } => vec![path.parent_node()],
         Op::SetAttr { .. } | Op::SetXattr { .. } | Op::RemoveXattr { .. } | Op::Marker(_) => vec![],
     };
     nodes.dedup();
@@ -368,7 +389,52 @@ impl Record {
         for m in &self.mtimes {
             check_time(&m.mtime)?;
         }
-        self.op.validate()
+        self.op.validate()?;
+        self.validate_before()
+    }
+
+    fn validate_before(&self) -> Result<(), RecordError> {
+        if self.before.len() > MAX_BEFORE_IMAGES {
+            return Err(field(format!(
+                "{} before-images (the limit is {MAX_BEFORE_IMAGES})",
+                self.before.len()
+            )));
+        }
+        let mut bytes = 0usize;
+        for b in &self.before {
+            match b {
+                BeforeImage::Bytes { offset, data } => {
+                    bytes += data.len();
+                    check_range("before-image", *offset, data.len() as u64)?;
+                }
+                BeforeImage::Size(size) => check_range("before-image size", *size, 0)?,
+                BeforeImage::Attr {
+                    mode, atime, mtime, ..
+                } => {
+                    if mode & !(MODE_MASK | 0o170000) != 0 {
+                        return Err(field(format!("before-image mode {mode:o}")));
+                    }
+                    check_time(atime)?;
+                    check_time(mtime)?;
+                }
+                BeforeImage::Xattr { name, value } => {
+                    check_xattr_name(name)?;
+                    if value.as_ref().is_some_and(|v| v.len() > MAX_XATTR_VALUE) {
+                        return Err(field("before-image xattr value too large"));
+                    }
+                }
+                BeforeImage::Mtime(m) => check_time(&m.mtime)?,
+                BeforeImage::Attic { .. }
+                | BeforeImage::Unchanged
+                | BeforeImage::Restored { .. } => {}
+            }
+        }
+        if bytes > MAX_BEFORE {
+            return Err(field(format!(
+                "before-images of {bytes} bytes (the limit is {MAX_BEFORE})"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -495,6 +561,7 @@ impl Op {
                 Ok(())
             }
             Op::Marker(Marker::Snapshot { name }) => check_snapshot_name(name),
+            Op::Restore { .. } => Ok(()),
         }
     }
 
@@ -517,6 +584,7 @@ impl Op {
             Op::RemoveXattr { .. } => "removexattr",
             Op::CopyRange { .. } => "copy-range",
             Op::Marker(_) => "marker",
+            Op::Restore { .. } => "restore",
         }
     }
 }
@@ -610,6 +678,7 @@ impl fmt::Display for Op {
                 "{name} {src} off={src_offset} => {dst} off={dst_offset} len={len}"
             ),
             Op::Marker(Marker::Snapshot { name: n }) => write!(f, "snapshot {n}"),
+            Op::Restore { id, path } => write!(f, "{name} attic/{id} => {path}"),
         }
     }
 }

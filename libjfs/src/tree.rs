@@ -28,7 +28,7 @@ use rustix::io::Errno;
 
 use crate::path::{Node, RelPath};
 use crate::record::{
-    FallocateMode, NewNode, Op, Record, RenameMode, SetMtime, SpecialKind, Timestamp,
+    BeforeImage, FallocateMode, NewNode, Op, Record, RenameMode, SetMtime, SpecialKind, Timestamp,
 };
 
 /// Why an operation did not apply.
@@ -59,6 +59,9 @@ const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
 pub struct Tree {
     path: PathBuf,
     root: OwnedFd,
+    /// Where removed nodes go when their record names an attic entry
+    /// (`BeforeImage::Attic`); without one they are freed.
+    attic: Option<OwnedFd>,
 }
 
 /// A directory handle and a name in it: where a node lives.
@@ -110,7 +113,27 @@ impl Tree {
         Ok(Tree {
             path: path.to_owned(),
             root,
+            attic: None,
         })
+    }
+
+    /// Opens a tree whose removed nodes are kept in the directory `attic`
+    /// (on the same filesystem) when their records ask for it.
+    pub fn open_with_attic(path: &Path, attic: &Path) -> io::Result<Tree> {
+        let mut tree = Tree::open(path)?;
+        let fd = rfs::open(
+            attic,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("open attic {}: {e}", attic.display()),
+            )
+        })?;
+        tree.attic = Some(fd);
+        Ok(tree)
     }
 
     pub fn path(&self) -> &Path {
@@ -223,7 +246,11 @@ impl Tree {
     /// wholly or in part; it is completed without being done twice.
     pub fn apply(&self, record: &Record, redo: Option<u64>) -> Result<()> {
         let mut written = None;
-        self.apply_op(&record.op, redo, &mut written)?;
+        let attic = record.before.iter().find_map(|b| match b {
+            BeforeImage::Attic { id } => Some(*id),
+            _ => None,
+        });
+        self.apply_op(&record.op, attic, redo, &mut written)?;
         for m in &record.mtimes {
             match &written {
                 // The file just written is still open: no need to resolve its path again.
@@ -260,6 +287,7 @@ impl Tree {
     fn apply_op<'o>(
         &self,
         op: &'o Op,
+        attic: Option<u64>,
         redo: Option<u64>,
         written: &mut Option<(&'o RelPath, OwnedFd)>,
     ) -> Result<()> {
@@ -394,6 +422,24 @@ impl Tree {
                     Err(e) => Err(missing_exists_or_io(from, "link", e)),
                 }
             }
+            Op::Unlink { path } | Op::Rmdir { path } if attic.is_some() && self.attic.is_some() => {
+                let at = self.at(path)?;
+                let dir = matches!(op, Op::Rmdir { .. });
+                let (_, st) = match Tree::open_path(&at) {
+                    Ok(found) => found,
+                    Err(Errno::NOENT) if redo_mode => return Ok(()),
+                    Err(e) => return Err(missing_exists_or_io(path, op.name(), e)),
+                };
+                let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+                if dir != is_dir {
+                    let e = if dir { Errno::NOTDIR } else { Errno::ISDIR };
+                    return Err(missing_exists_or_io(path, op.name(), e));
+                }
+                if dir && !self.dir_is_empty(&at)? {
+                    return Err(missing_exists_or_io(path, op.name(), Errno::NOTEMPTY));
+                }
+                self.to_attic(&at, attic.unwrap_or_default(), path, redo_mode)
+            }
             Op::Unlink { path } | Op::Rmdir { path } => {
                 let at = self.at(path)?;
                 let flags = if matches!(op, Op::Rmdir { .. }) {
@@ -414,6 +460,24 @@ impl Tree {
                     let now_at_to = Tree::open_path(&dst).map(|(_, st)| st.st_ino).ok();
                     if fp != 0 && now_at_to == Some(fp) {
                         return Ok(());
+                    }
+                }
+                if let (RenameMode::Replace, Some(id), Some(_)) = (mode, attic, &self.attic) {
+                    // Keep the node the rename replaces: a file gets a link in
+                    // the attic (so the rename stays atomic), an empty
+                    // directory moves there.
+                    match Tree::open_path(&dst) {
+                        Ok((_, st))
+                            if FileType::from_raw_mode(st.st_mode) == FileType::Directory =>
+                        {
+                            if !self.dir_is_empty(&dst)? {
+                                return Err(missing_exists_or_io(to, "rename", Errno::NOTEMPTY));
+                            }
+                            self.to_attic(&dst, id, to, redo_mode)?;
+                        }
+                        Ok(_) => self.link_to_attic(&dst, id, to, redo_mode)?,
+                        Err(Errno::NOENT) if redo_mode => {}
+                        Err(e) => return Err(missing_exists_or_io(to, "rename", e)),
                     }
                 }
                 let flags = match mode {
@@ -575,8 +639,148 @@ impl Tree {
                 Ok(())
             }
             Op::Marker(_) => Ok(()),
+            Op::Restore { id, path } => {
+                let dst = self.at(path)?;
+                let attic = self.attic_fd(path)?;
+                let name = attic_name(*id);
+                match rfs::renameat_with(
+                    attic,
+                    name.as_c_str(),
+                    dst.dir.fd(),
+                    dst.name.as_c_str(),
+                    RenameFlags::NOREPLACE,
+                ) {
+                    Ok(()) => Ok(()),
+                    Err(Errno::NOENT) if redo_mode && Tree::open_path(&dst).is_ok() => Ok(()),
+                    Err(Errno::NOENT) => Err(refused(
+                        Errno::NOENT,
+                        format!("{path}: attic entry {id} does not exist (restore)"),
+                    )),
+                    Err(e) => Err(missing_exists_or_io(path, "restore", e)),
+                }
+            }
         }
     }
+
+    fn attic_fd(&self, path: &RelPath) -> Result<BorrowedFd<'_>> {
+        self.attic.as_ref().map(|fd| fd.as_fd()).ok_or_else(|| {
+            refused(
+                Errno::NOENT,
+                format!("{path}: this tree keeps no attic (restore)"),
+            )
+        })
+    }
+
+    /// Moves the node at `at` to attic entry `id`.
+    fn to_attic(&self, at: &At<'_>, id: u64, path: &RelPath, redo_mode: bool) -> Result<()> {
+        let attic = self.attic_fd(path)?;
+        let name = attic_name(id);
+        match rfs::renameat_with(
+            at.dir.fd(),
+            at.name.as_c_str(),
+            attic,
+            name.as_c_str(),
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(Errno::NOENT) if redo_mode => Ok(()),
+            Err(Errno::EXIST) => Err(refused(
+                Errno::EXIST,
+                format!("{path}: attic entry {id} already exists"),
+            )),
+            Err(e) => Err(missing_exists_or_io(path, "move to attic", e)),
+        }
+    }
+
+    /// Gives the non-directory at `at` a second name, attic entry `id`.
+    fn link_to_attic(&self, at: &At<'_>, id: u64, path: &RelPath, redo_mode: bool) -> Result<()> {
+        let attic = self.attic_fd(path)?;
+        let name = attic_name(id);
+        match rfs::linkat(
+            at.dir.fd(),
+            at.name.as_c_str(),
+            attic,
+            name.as_c_str(),
+            AtFlags::empty(),
+        ) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) if redo_mode => Ok(()),
+            Err(Errno::EXIST) => Err(refused(
+                Errno::EXIST,
+                format!("{path}: attic entry {id} already exists"),
+            )),
+            Err(e) => Err(missing_exists_or_io(path, "link to attic", e)),
+        }
+    }
+
+    fn dir_is_empty(&self, at: &At<'_>) -> Result<bool> {
+        let fd = rfs::openat(
+            at.dir.fd(),
+            at.name.as_c_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err("open directory".into(), e))?;
+        let mut dir = rfs::Dir::read_from(&fd).map_err(|e| io_err("read directory".into(), e))?;
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(|e| io_err("read directory".into(), e))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    // ---- reading, for before-images ---------------------------------------------
+
+    /// `lstat` of a node, `None` if it does not exist.
+    pub(crate) fn lstat(&self, node: &Node) -> Result<Option<rfs::Stat>> {
+        let at = self.node_at(node)?;
+        match Tree::open_path(&at) {
+            Ok((_, st)) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(missing_exists_or_io_node(node, "stat", e)),
+        }
+    }
+
+    /// `lstat` of attic entry `id`, `None` if it does not exist (or there is no attic).
+    pub(crate) fn attic_lstat(&self, id: u64) -> Result<Option<rfs::Stat>> {
+        let Some(attic) = &self.attic else {
+            return Ok(None);
+        };
+        match rfs::statat(attic, attic_name(id).as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(io_err(format!("stat attic entry {id}"), e)),
+        }
+    }
+
+    /// Opens an existing regular file for reading.
+    pub(crate) fn open_file(&self, path: &RelPath) -> Result<std::fs::File> {
+        Ok(self.open_regular(path, OFlags::RDONLY)?.into())
+    }
+
+    /// An xattr's value, `None` if the node lacks it.
+    pub(crate) fn xattr(&self, node: &Node, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        let at = self.node_at(node)?;
+        let name_c = CString::new(name).expect("validated xattr names hold no NUL");
+        let path = proc_at(&at);
+        let mut buf = vec![0u8; crate::record::MAX_XATTR_VALUE];
+        match rfs::lgetxattr(&path, name_c.as_c_str(), &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Some(buf))
+            }
+            Err(Errno::NODATA) => Ok(None),
+            Err(e) => Err(missing_exists_or_io_node(node, "getxattr", e)),
+        }
+    }
+}
+
+/// The name of attic entry `id`.
+fn attic_name(id: u64) -> CString {
+    CString::new(id.to_string()).expect("digits hold no NUL")
 }
 
 /// `/proc/self/fd/N`: reopens a pinned node without resolving any path again.

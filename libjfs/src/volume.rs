@@ -101,6 +101,8 @@ pub enum VolumeError {
     Apply(#[from] ApplyError),
     #[error("{0}")]
     Snapshot(String),
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
     #[error("the tree is at {tree} but the journal holds {journal}: {reason}")]
     Mismatch {
         tree: Position,
@@ -125,7 +127,26 @@ pub struct Volume {
     journal: Journal,
     applier: Applier,
     recovery: Recovery,
+    /// Whether commits capture before-images and keep removed nodes.
+    history: bool,
     _lock: File,
+}
+
+/// The setting that turns history off (`off`); it is on by default.
+pub const SETTING_HISTORY: &str = "history";
+
+/// What a rewind did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rewound {
+    /// Where the tree was.
+    pub from: Position,
+    /// The position whose state the tree now has.
+    pub to: u64,
+    /// Records undone.
+    pub undone: u64,
+    /// The tree's position now: past `from` on a master, which journals the
+    /// undo; `to` itself on a replica, which undoes locally.
+    pub now: Position,
 }
 
 /// A target given as `SEQ` or `SNAPSHOT` on the command line.
@@ -234,7 +255,14 @@ impl Volume {
         };
         let (journal, recovery) = Journal::open(&path.join(JOURNAL_DIR), id, config)?;
         let checkpoint = meta_position(&meta, &meta_path, KEY_APPLIED)?.unwrap_or(Position::ZERO);
-        let applier = Applier::open(&path.join(TREE_DIR), &path.join(SLOT_FILE), checkpoint)?;
+        let attic = path.join(ATTIC_DIR);
+        fs::create_dir_all(&attic).map_err(io_err(format!("create {}", attic.display())))?;
+        let applier = Applier::open(
+            &path.join(TREE_DIR),
+            &attic,
+            &path.join(SLOT_FILE),
+            checkpoint,
+        )?;
         let mut vol = Volume {
             root: path.to_owned(),
             id,
@@ -243,8 +271,10 @@ impl Volume {
             journal,
             applier,
             recovery,
+            history: true,
             _lock: lock,
         };
+        vol.history = vol.setting(SETTING_HISTORY)?.as_deref() != Some("off");
         vol.check_positions(checkpoint)?;
         vol.finish_in_flight()?;
         Ok(vol)
@@ -276,6 +306,11 @@ impl Volume {
     }
 
     fn finish_in_flight(&mut self) -> Result<()> {
+        if let Some(seq) = self.applier.undoing() {
+            let entry = self.entry(seq)?;
+            let steps = crate::history::inverse(&entry.record)?;
+            self.applier.unapply(&entry, &steps)?;
+        }
         if let Some(seq) = self.applier.in_flight() {
             if seq <= self.journal.head().seq {
                 let entry = self
@@ -292,6 +327,35 @@ impl Volume {
 
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// The seq a `SEQ` or snapshot-name target names: a master's snapshot
+    /// list, or else the latest marker of that name in the journal.
+    pub fn resolve(&self, target: &Target) -> Result<u64> {
+        if let Target::Snapshot(name) = target {
+            if let Some(p) = self.snapshot(name)? {
+                return Ok(p.seq);
+            }
+        }
+        crate::inspect::resolve_target(&self.journal, target)
+    }
+
+    /// Where removed nodes are kept while history needs them.
+    pub fn attic_path(&self) -> PathBuf {
+        self.root.join(ATTIC_DIR)
+    }
+
+    /// Whether commits keep history (before-images and the attic).
+    pub fn history(&self) -> bool {
+        self.history
+    }
+
+    /// Turns history on or off for the commits that follow (kept in meta).
+    /// Records journaled with history off cannot be rewound past.
+    pub fn set_history(&mut self, on: bool) -> Result<()> {
+        self.set_setting(SETTING_HISTORY, if on { "on" } else { "off" })?;
+        self.history = on;
+        Ok(())
     }
 
     pub fn tree_path(&self) -> PathBuf {
@@ -340,6 +404,10 @@ impl Volume {
     /// Journals a record and applies it (the journal is the write-ahead log).
     /// A record the tree refuses is retracted from the journal, so the journal
     /// never holds an operation that failed.
+    ///
+    /// With history on, the record carries what it overwrites, and an
+    /// operation whose before-images would not fit one record is journaled
+    /// as several (see [`crate::history::split`]). Returns the last position.
     pub fn commit_with(
         &mut self,
         time: Timestamp,
@@ -353,12 +421,75 @@ impl Volume {
                 reason: "records are journaled but not applied; replay them first".into(),
             });
         }
+        if !self.history {
+            return self.commit_one(time, op, mtimes, Vec::new());
+        }
+        let seq = self.journal.head().seq + 1;
+        let tree_err = |op: &Op, source| {
+            VolumeError::Apply(ApplyError::Tree {
+                seq,
+                op: op.name(),
+                source,
+            })
+        };
+        let pieces =
+            crate::history::split(self.applier.tree(), &op).map_err(|e| tree_err(&op, e))?;
+        let mut position = self.journal.head();
+        for op in pieces {
+            let seq = self.journal.head().seq + 1;
+            let before = crate::history::capture(self.applier.tree(), &op, &mtimes, seq)
+                .map_err(|e| tree_err(&op, e))?;
+            position = self.commit_one(time, op, mtimes.clone(), before)?;
+        }
+        Ok(position)
+    }
+
+    /// Journals and applies one undo step. The undo of a `Restore` puts the
+    /// node back in the attic entry it came from, so that the attic too is
+    /// as it was and older removals can be undone after it.
+    fn commit_step(&mut self, step: &crate::history::Step) -> Result<Position> {
+        let time = Timestamp::now();
+        match step.attic {
+            Some(id) => {
+                let before = vec![crate::record::BeforeImage::Attic { id }]
+                    .into_iter()
+                    .chain(
+                        crate::history::capture(
+                            self.applier.tree(),
+                            &step.op,
+                            &step.mtimes,
+                            self.journal.head().seq + 1,
+                        )
+                        .map_err(|source| {
+                            VolumeError::Apply(ApplyError::Tree {
+                                seq: self.journal.head().seq + 1,
+                                op: step.op.name(),
+                                source,
+                            })
+                        })?
+                        .into_iter()
+                        .filter(|b| !matches!(b, crate::record::BeforeImage::Attic { .. })),
+                    )
+                    .collect();
+                self.commit_one(time, step.op.clone(), step.mtimes.clone(), before)
+            }
+            None => self.commit_with(time, step.op.clone(), step.mtimes.clone()),
+        }
+    }
+
+    fn commit_one(
+        &mut self,
+        time: Timestamp,
+        op: Op,
+        mtimes: Vec<SetMtime>,
+        before: Vec<crate::record::BeforeImage>,
+    ) -> Result<Position> {
         let record = Record {
             seq: self.journal.head().seq + 1,
             time,
             op,
             mtimes,
-            before: Vec::new(),
+            before,
         };
         let prev_chain = self.journal.head().chain;
         let position = self.journal.append(&record)?;
@@ -375,6 +506,146 @@ impl Volume {
         }
         self.journal.seal_if_full()?;
         Ok(position)
+    }
+
+    /// The journaled entry `seq`.
+    fn entry(&self, seq: u64) -> Result<Entry> {
+        self.journal
+            .read_from(seq)?
+            .next()
+            .transpose()?
+            .filter(|e| e.record.seq == seq)
+            .ok_or_else(|| VolumeError::Snapshot(format!("record {seq} is not in the journal")))
+    }
+
+    /// The entries `lo ..= hi` of the journal, where `lo` is at most a chunk
+    /// below `hi` and above `floor`: how rewinds walk back with bounded memory.
+    fn chunk_back(&self, floor: u64, hi: u64) -> Result<(u64, Vec<Entry>)> {
+        const CHUNK: u64 = 256;
+        let lo = hi.saturating_sub(CHUNK).max(floor) + 1;
+        let mut chunk = Vec::with_capacity((hi + 1 - lo) as usize);
+        for entry in self.journal.read_from(lo)? {
+            let entry = entry?;
+            if entry.record.seq > hi {
+                break;
+            }
+            chunk.push(entry);
+        }
+        Ok((lo, chunk))
+    }
+
+    /// Checks that the tree can go back from `from` to `to`: on the journal,
+    /// not ahead of the tree, within the history held, and every record
+    /// after `to` can be undone (so nothing stops half way).
+    fn check_rewind(&self, from: u64, to: u64) -> Result<()> {
+        if to > from {
+            return Err(VolumeError::Snapshot(format!(
+                "position {to} is ahead of the tree (at {from}); rewind only goes back"
+            )));
+        }
+        let first = self.journal.first_seq();
+        if to + 1 < first.max(2) {
+            return Err(VolumeError::Snapshot(format!(
+                "position {to} is before the history this volume holds (it can go back to {})",
+                first.max(2) - 1
+            )));
+        }
+        let mut hi = from;
+        while hi > to {
+            let (lo, chunk) = self.chunk_back(to, hi)?;
+            for e in &chunk {
+                crate::history::inverse(&e.record)?;
+            }
+            hi = lo - 1;
+        }
+        Ok(())
+    }
+
+    /// Brings the tree back to its state at position `to` by journaling and
+    /// applying the undo of every record after it, last first (a master's
+    /// rewind: replicas follow it like any other change, and it can itself
+    /// be rewound). The cost grows with what is undone, not with the tree.
+    /// `each` is told every operation applied. Fails before changing
+    /// anything if some record cannot be undone.
+    pub fn rewind(&mut self, to: u64, mut each: impl FnMut(&Op)) -> Result<Rewound> {
+        let from = self.applier.applied();
+        if from != self.journal.head() {
+            return Err(VolumeError::Mismatch {
+                tree: from,
+                journal: self.journal.head(),
+                reason: "records are journaled but not applied; replay them first".into(),
+            });
+        }
+        self.check_rewind(from.seq, to)?;
+        let mut undone = 0;
+        let mut hi = from.seq;
+        while hi > to {
+            let (lo, chunk) = self.chunk_back(to, hi)?;
+            for e in chunk.iter().rev() {
+                for step in crate::history::inverse(&e.record)? {
+                    self.commit_step(&step)?;
+                    each(&step.op);
+                }
+                undone += 1;
+            }
+            hi = lo - 1;
+        }
+        Ok(Rewound {
+            from,
+            to,
+            undone,
+            now: self.applier.applied(),
+        })
+    }
+
+    /// Takes this volume's tree alone back to position `to`, undoing the
+    /// records after it without journaling anything (a replica's rewind; the
+    /// journal keeps them, so a later replay moves the tree forward again).
+    /// The whole rewind holds `gate` for writing, so readers see the old
+    /// state or the new one, never a mixture. `each` is told every
+    /// operation applied, after the gate is released.
+    pub fn rewind_tree(
+        &mut self,
+        to: u64,
+        gate: Option<&std::sync::RwLock<()>>,
+        mut each: impl FnMut(&Op),
+    ) -> Result<Rewound> {
+        let from = self.applier.applied();
+        self.check_rewind(from.seq, to)?;
+        // The checkpoint may not be ahead of the slot, which now goes back.
+        self.put_position(KEY_APPLIED, self.journal.position_at(to)?)?;
+        self.meta.flush().map_err(|source| VolumeError::Meta {
+            path: self.root.join(META_DIR),
+            source,
+        })?;
+        let held = gate.map(|g| g.write().unwrap_or_else(|p| p.into_inner()));
+        let mut touched = Vec::new();
+        let mut undone = 0;
+        let result = (|| {
+            let mut hi = from.seq;
+            while hi > to {
+                let (lo, chunk) = self.chunk_back(to, hi)?;
+                for e in chunk.iter().rev() {
+                    let steps = crate::history::inverse(&e.record)?;
+                    self.applier.unapply(e, &steps)?;
+                    touched.extend(steps.into_iter().map(|s| s.op));
+                    undone += 1;
+                }
+                hi = lo - 1;
+            }
+            Ok::<(), VolumeError>(())
+        })();
+        drop(held);
+        for op in &touched {
+            each(op);
+        }
+        result?;
+        Ok(Rewound {
+            from,
+            to,
+            undone,
+            now: self.applier.applied(),
+        })
     }
 
     /// Applies journaled records that the tree does not have yet, up to
@@ -694,7 +965,12 @@ impl Bootstrap {
             Journal::create_after(&s.join(JOURNAL_DIR), self.id, JournalConfig::default(), at)?;
         journal.sync()?;
         drop(journal);
-        let mut applier = Applier::open(&s.join(TREE_DIR), &s.join(SLOT_FILE), at)?;
+        let mut applier = Applier::open(
+            &s.join(TREE_DIR),
+            &s.join(ATTIC_DIR),
+            &s.join(SLOT_FILE),
+            at,
+        )?;
         applier.settle()?;
         drop(applier);
         let mark = s.join(BOOTSTRAP_SWAPPING);
@@ -884,7 +1160,12 @@ fn build_volume(dir: &Path, role: Role, id: VolumeId, secret: &[u8]) -> Result<(
         };
         let position = journal.append(&record)?;
         journal.sync()?;
-        let mut applier = Applier::open(&dir.join(TREE_DIR), &dir.join(SLOT_FILE), Position::ZERO)?;
+        let mut applier = Applier::open(
+            &dir.join(TREE_DIR),
+            &dir.join(ATTIC_DIR),
+            &dir.join(SLOT_FILE),
+            Position::ZERO,
+        )?;
         applier.apply(&crate::journal::Entry {
             position,
             prev_chain: Position::ZERO.chain,

@@ -333,6 +333,7 @@ fn kill_9_while_applying_never_loses_or_doubles_a_record() {
         // each directory was made.
         let opts = CompareOptions {
             ignore_root_mtime: applied.seq == 0,
+            ..CompareOptions::default()
         };
         let diffs = compare_trees(&replica.join("tree"), &expect, &opts).unwrap();
         assert!(

@@ -127,6 +127,7 @@ impl Follower {
             replica_id: "test".into(),
             until,
             listen: None,
+            pin: None,
         };
         let thread = {
             let (vol, state) = (vol.clone(), state.clone());

@@ -150,17 +150,20 @@ pub struct FollowConfig {
     pub until: Option<Target>,
     /// Where this replica serves others, told to the server for its status.
     pub listen: Option<String>,
+    /// A pin that can move while following (see [`repin`]); it replaces
+    /// `until` from the start.
+    pub pin: Option<watch::Receiver<Option<Target>>>,
 }
 
-/// Told each entry once it is applied.
-pub type OnApplied = Box<dyn FnMut(&Entry) + Send>;
+/// Told each operation once it is applied (or undone).
+pub type OnApplied = Box<dyn FnMut(&Op) + Send>;
 
 /// Who else must know when records land.
 #[derive(Default)]
 pub struct Hooks {
     /// Held for writing while a record is applied (the read-only mount reads under it).
     pub gate: Option<Arc<RwLock<()>>>,
-    /// Told each applied entry, after the gate is released.
+    /// Told each applied operation, after the gate is released.
     pub applied: Option<OnApplied>,
     /// Receives the new head after each applied chunk (for replicas of this replica).
     pub head: Option<HeadSender>,
@@ -185,6 +188,8 @@ enum End {
     Retry(String),
     /// Not worth retrying.
     Fatal(String),
+    /// The pin moved: connect again at once with the new one.
+    Repin,
 }
 
 impl From<WireError> for End {
@@ -196,7 +201,7 @@ impl From<WireError> for End {
 /// Follows the server until `stop` turns true (`Ok`) or the replica breaks.
 pub fn follow(
     vol: Arc<Mutex<Volume>>,
-    cfg: FollowConfig,
+    mut cfg: FollowConfig,
     mut hooks: Hooks,
     state: Arc<Mutex<FollowState>>,
     mut stop: watch::Receiver<bool>,
@@ -224,6 +229,7 @@ pub fn follow(
         });
         v.path().to_owned()
     };
+    let mut pin = cfg.pin.take();
     let result = runtime.block_on(async {
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -237,8 +243,30 @@ pub fn follow(
                 }
             });
             let mut progressed = false;
-            match session(&vol, &cfg, &mut hooks, &state, &mut stop, &mut progressed).await {
+            let until = match &mut pin {
+                Some(pin) => pin.borrow_and_update().clone(),
+                None => cfg.until.clone(),
+            };
+            set(&state, |s| {
+                if s.until != until {
+                    s.until = until.clone();
+                    s.pinned_at = None;
+                }
+            });
+            match session(
+                &vol,
+                &cfg,
+                &until,
+                pin.as_mut(),
+                &mut hooks,
+                &state,
+                &mut stop,
+                &mut progressed,
+            )
+            .await
+            {
                 End::Stopped => return Ok(()),
+                End::Repin => continue,
                 End::Fatal(reason) => return Err(FollowError::Broken(reason)),
                 End::Retry(reason) => {
                     eprintln!("jfs-replica: {reason}; retrying in {backoff:?}");
@@ -378,7 +406,7 @@ pub(super) async fn connect(
 ) -> Result<(OwnedReadHalf, OwnedWriteHalf, VolumeId, Position), String> {
     handshake(server, key, volume).await.map_err(|e| match e {
         End::Retry(e) | End::Fatal(e) => e,
-        End::Stopped => "stopped".into(),
+        End::Stopped | End::Repin => "stopped".into(),
     })
 }
 
@@ -396,7 +424,7 @@ pub fn join(server: &str, key: &[u8]) -> Result<(VolumeId, Position), String> {
                 Ok((volume, head))
             }
             Err(End::Retry(e) | End::Fatal(e)) => Err(e),
-            Err(End::Stopped) => Err("stopped".into()),
+            Err(End::Stopped | End::Repin) => Err("stopped".into()),
         }
     })
 }
@@ -432,9 +460,12 @@ fn resolve(vol: &Volume, target: &Target) -> Option<u64> {
     crate::inspect::resolve_target(vol.journal(), target).ok()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn session(
     vol: &Arc<Mutex<Volume>>,
     cfg: &FollowConfig,
+    until_target: &Option<Target>,
+    mut pin: Option<&mut watch::Receiver<Option<Target>>>,
     hooks: &mut Hooks,
     state: &Arc<Mutex<FollowState>>,
     stop: &mut watch::Receiver<bool>,
@@ -443,11 +474,10 @@ async fn session(
     // Records journaled but not applied (a crash, a full disk) go first.
     let (id, from, mut until_seq) = {
         let mut v = lock(vol);
-        let until_seq = cfg.until.as_ref().map(|t| resolve(&v, t));
-        let limit = until_seq.flatten();
+        let until_seq = until_target.as_ref().map(|t| resolve(&v, t));
         // Nothing is applied before it is durable in the journal.
         let durable = v.journal().sync().map_err(VolumeError::from);
-        if let Err(e) = durable.and_then(|_| apply(&mut v, hooks, limit, &[])) {
+        if let Err(e) = durable.and_then(|_| apply(&mut v, hooks, until_seq, &[])) {
             return stalled_or_broken(state, e);
         }
         (v.id(), v.head(), until_seq)
@@ -456,7 +486,7 @@ async fn session(
         Ok(h) => h,
         Err(e) => return e,
     };
-    let until = match (&cfg.until, until_seq) {
+    let until = match (until_target, until_seq) {
         (None, _) => Until::Head,
         (Some(_), Some(Some(seq))) => Until::Seq(seq),
         (Some(Target::Seq(s)), _) => Until::Seq(*s),
@@ -536,6 +566,10 @@ async fn session(
                 let _ = wire::write(&mut wr, &Message::Bye).await;
                 return End::Stopped;
             }
+            _ = async { pin.as_mut().expect("guarded").changed().await }, if pin.is_some() => {
+                let _ = wire::write(&mut wr, &Message::Bye).await;
+                return End::Repin;
+            }
             _ = settle.tick() => {
                 let mut v = lock(vol);
                 if let Err(e) = v.sync() {
@@ -610,7 +644,7 @@ async fn session(
                             )));
                             break;
                         }
-                        let pin = pin_in(&records, cfg.until.as_ref());
+                        let marker = pin_in(&records, until_target.as_ref());
                         match v.receive(&records) {
                             Ok(entries) => received.extend(entries),
                             Err(e) => {
@@ -618,7 +652,7 @@ async fn session(
                                 break;
                             }
                         }
-                        if let Some(seq) = pin {
+                        if let Some(seq) = marker {
                             until_seq = Some(Some(seq));
                         }
                         end
@@ -630,8 +664,8 @@ async fn session(
                     } => match v.receive_sealed(&bytes) {
                         Ok(entries) => {
                             received.extend(entries);
-                            if let Some(Target::Snapshot(_)) = &cfg.until {
-                                until_seq = cfg.until.as_ref().map(|t| resolve(&v, t));
+                            if let Some(Target::Snapshot(_)) = until_target {
+                                until_seq = until_target.as_ref().map(|t| resolve(&v, t));
                             }
                             v.head()
                         }
@@ -681,9 +715,16 @@ async fn session(
             if let Some(end) = seen {
                 saw(state, end);
             }
+            if pin
+                .as_ref()
+                .is_some_and(|p| p.has_changed().unwrap_or(false))
+            {
+                // The pin moved: what was journaled is applied under the new one.
+                return End::Repin;
+            }
             // Whatever the group journaled is applied, also when the group
             // ended early; it becomes durable at the next flush.
-            let applied = apply(&mut v, hooks, until_seq.flatten(), &received);
+            let applied = apply(&mut v, hooks, until_seq, &received);
             let applied = match applied {
                 Ok(p) => p,
                 Err(e) => return stalled_or_broken(state, e),
@@ -799,21 +840,80 @@ async fn read_segment(rd: &mut OwnedReadHalf, bytes: u64) -> Result<Vec<u8>, Wir
     Ok(buf)
 }
 
-/// Brings the tree up to the journal (or `until`), taking what was just
-/// `received` from memory; see [`Volume::apply_received`].
+/// Brings the tree up to the journal, taking what was just `received`
+/// from memory; see [`Volume::apply_received`]. A pinned replica
+/// (`pin = Some(..)`) moves only once its journal reaches the pin, and then
+/// all the way in one hold of the gate, so that readers see the tree at the
+/// old pin or at the new one, never between; a pin by a snapshot name not
+/// yet seen (`Some(None)`) holds the tree where it is.
 fn apply(
     v: &mut Volume,
     hooks: &mut Hooks,
-    until: Option<u64>,
+    pin: Option<Option<u64>>,
     received: &[Entry],
 ) -> Result<Position, VolumeError> {
     let gate = hooks.gate.clone();
     let applied = &mut hooks.applied;
-    v.apply_received(received, until, gate.as_deref(), |e| {
+    let tell = |ops: &[Op], applied: &mut Option<OnApplied>| {
         if let Some(f) = applied {
-            f(e)
+            ops.iter().for_each(f);
         }
-    })
+    };
+    match pin {
+        None => v.apply_received(received, None, gate.as_deref(), |e| {
+            if let Some(f) = applied {
+                f(&e.record.op)
+            }
+        }),
+        Some(Some(until)) if v.head().seq >= until && v.applied().seq < until => {
+            let mut ops = Vec::new();
+            let held = gate
+                .as_deref()
+                .map(|g| g.write().unwrap_or_else(|p| p.into_inner()));
+            let r = v.apply_received(received, Some(until), None, |e| {
+                ops.push(crate::inspect::paths_only(&e.record.op))
+            });
+            drop(held);
+            tell(&ops, applied);
+            r
+        }
+        Some(_) => Ok(v.applied()),
+    }
+}
+
+/// Moves a following replica's pin (`None`: follow the head again). A
+/// target behind the tree takes the tree back first, in one hold of `gate`
+/// ([`Volume::rewind_tree`]); `undone` is told each operation applied.
+/// The follower then connects again with the new pin.
+pub fn repin(
+    vol: &Mutex<Volume>,
+    gate: Option<&RwLock<()>>,
+    target: Option<Target>,
+    pin: &watch::Sender<Option<Target>>,
+    undone: impl FnMut(&Op),
+) -> Result<Value, VolumeError> {
+    let mut v = lock(vol);
+    let mut answer = serde_json::json!({});
+    if let Some(t) = &target {
+        // A snapshot this journal does not hold yet lies ahead: the server
+        // finds it.
+        let seq = match (t, v.resolve(t)) {
+            (Target::Snapshot(_), Err(VolumeError::Snapshot(_))) => None,
+            (_, r) => Some(r?),
+        };
+        if let Some(seq) = seq.filter(|&s| s < v.applied().seq) {
+            let r = v.rewind_tree(seq, gate, undone)?;
+            answer["undone"] = r.undone.into();
+        }
+        answer["pin"] = seq.into();
+    }
+    answer["position"] = crate::inspect::position_json(v.applied());
+    // Told while the volume is held: the follower checks for a new pin under
+    // the same lock before it applies anything, so it never applies toward
+    // the old one after the rewind.
+    pin.send_replace(target);
+    drop(v);
+    Ok(answer)
 }
 
 /// A failure to journal or apply: a full disk or an I/O error may pass and
