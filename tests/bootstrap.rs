@@ -409,6 +409,14 @@ fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
         first > b_at + 1,
         "the master still holds {first}, B is at {b_at}"
     );
+    // Keep what is left, for the rewind below.
+    ok("jfs-master", &[&"retention", &mvol, &"--keep-all"]);
+
+    // Removed nodes go to the attic: a rewind before their removal brings
+    // them back from there, on every node. The image must carry them.
+    let before_removal = master_head(&mvol).0;
+    fs::remove_file(mnt.join("data0")).unwrap();
+    fs::remove_file(mnt.join("d/e/g")).unwrap();
 
     phase("trimmed");
     // C joins while the master is busy: its tree comes from A's image.
@@ -428,6 +436,22 @@ fn replicas_whose_history_was_trimmed_are_rebuilt_from_images() {
     wait_converged(&mvol, &[&avol, &cvol], Duration::from_secs(60));
     assert_same_tree(&mvol.join("tree"), &cvol.join("tree"));
     assert_journal_continues_master(&mvol, &cvol);
+    let attic_entries = fs::read_dir(cvol.join("attic")).unwrap().count();
+    assert!(
+        attic_entries >= 2,
+        "C's attic holds {attic_entries} entries"
+    );
+
+    // The master rewinds to before the removals; C restores them from the
+    // attic its image gave it.
+    ok(
+        "jfs-master",
+        &[&"rewind", &mvol, &"--to", &before_removal.to_string()],
+    );
+    assert!(mnt.join("data0").exists() && mnt.join("d/e/g").exists());
+    wait_converged(&mvol, &[&avol, &cvol], Duration::from_secs(60));
+    assert_same_tree(&mvol.join("tree"), &cvol.join("tree"));
+    phase("rewound");
 
     phase("C converged");
     // B is refused for trimmed history, and says how to mend it.

@@ -39,6 +39,9 @@ pub const LOCK_FILE: &str = "lock";
 pub const BOOTSTRAP_DIR: &str = "bootstrap.tmp";
 /// In [`BOOTSTRAP_DIR`] while a bootstrap swaps the new state in.
 const BOOTSTRAP_SWAPPING: &str = "swapping";
+/// In a replica built from an image: the seq of the image's position (see
+/// [`bootstrapped_at`]).
+pub const BOOTSTRAPPED_FILE: &str = "bootstrapped";
 
 /// Version of the volume layout and meta keys.
 pub const VOLUME_FORMAT: u32 = 1;
@@ -995,6 +998,13 @@ impl Bootstrap {
         .map_err(meta_err)?;
         meta.flush().map_err(meta_err)?;
         drop(meta);
+        let stamp = self.root.join(BOOTSTRAPPED_FILE);
+        let tmp = stamp.with_extension("tmp");
+        fs::write(&tmp, format!("{}\n", at.seq))
+            .and_then(|_| File::open(&tmp)?.sync_all())
+            .and_then(|_| fs::rename(&tmp, &stamp))
+            .map_err(io_err(format!("write {}", stamp.display())))?;
+        sync_dir(&self.root)?;
         fs::remove_file(&mark).map_err(io_err(format!("remove {}", mark.display())))?;
         sync_dir(&s)?;
         // What is left in the staging directory is the old state.
@@ -1012,6 +1022,17 @@ impl Drop for Bootstrap {
             let _ = fs::remove_dir_all(&self.staging);
         }
     }
+}
+
+/// The seq of the image a replica volume was last built from, if it was.
+/// Its attic holds entries of its source up to there: its own journal
+/// starts after them, but its master's history may still hold the records
+/// that made them, and a rewind on the master brings them back, so
+/// retention keeps them (see `retention::prune_attic`).
+pub fn bootstrapped_at(volume: &Path) -> Option<u64> {
+    fs::read_to_string(volume.join(BOOTSTRAPPED_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 /// Exchanges `staged` with `target` atomically (renames it when `target` is missing).

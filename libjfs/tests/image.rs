@@ -653,3 +653,20 @@ fn a_bootstrap_stopped_while_swapping_is_refused_on_open_and_mended_by_another()
     assert!(!staging.exists());
     Volume::open(&replica).unwrap();
 }
+
+#[test]
+fn retention_keeps_the_attic_entries_an_image_brought() {
+    let (_dir, replica, bytes, _) = replica_and_image();
+    let (v, header) = image::bootstrap(&replica, bytes.as_slice(), &mut |_| {}).unwrap();
+    drop(v);
+    let p = header.position.seq;
+    assert_eq!(libjfs::volume::bootstrapped_at(&replica), Some(p));
+    // One entry from before the image's position, one the replica made after it.
+    let attic = replica.join(ATTIC_DIR);
+    std::fs::write(attic.join((p - 1).to_string()), b"from the image").unwrap();
+    std::fs::write(attic.join((p + 1).to_string()), b"made here").unwrap();
+    let report = libjfs::retention::prune_attic(&replica, p + 5, false).unwrap();
+    assert_eq!(report.entries, 1, "{report:?}");
+    assert!(attic.join((p - 1).to_string()).exists());
+    assert!(!attic.join((p + 1).to_string()).exists());
+}
