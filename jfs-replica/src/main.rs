@@ -680,11 +680,6 @@ fn follow(
                         "data_bytes": stats.data_bytes,
                     }))
                 }
-                req @ (libjfs::admin::Request::Trim { .. }
-                | libjfs::admin::Request::Retention { .. }) => {
-                    let mut v = vol.lock().unwrap_or_else(|p| p.into_inner());
-                    libjfs::admin::answer_with(&mut v, req)
-                }
                 libjfs::admin::Request::Rewind { to } => move_pin(
                     &vol,
                     &gate,
@@ -699,6 +694,11 @@ fn follow(
                     &pin_tx,
                     inval.as_ref(),
                 ),
+                req @ (libjfs::admin::Request::Trim { .. }
+                | libjfs::admin::Request::Retention { .. }) => {
+                    let mut v = vol.lock().unwrap_or_else(|p| p.into_inner());
+                    libjfs::admin::answer_with(&mut v, req)
+                }
                 _ => Err("a replica takes its snapshots from its master; ask the master".into()),
             }),
         )

@@ -39,6 +39,14 @@ pub enum Request {
     SnapshotDelete {
         name: String,
     },
+    /// Take the tree back to a position (`SEQ` or a snapshot name).
+    Rewind {
+        to: String,
+    },
+    /// Hold a following replica at a position, or (`None`) follow the head.
+    Pin {
+        until: Option<String>,
+    },
     /// Apply the retention policy now: at most
     /// [`TRIM_BATCH`](crate::retention::TRIM_BATCH) segments per request
     /// (the answer says `more`); the asker prunes the attic after.
@@ -62,14 +70,6 @@ pub enum Request {
     /// absolute path the serving process can write).
     Image {
         path: String,
-    },
-    /// Take the tree back to a position (`SEQ` or a snapshot name).
-    Rewind {
-        to: String,
-    },
-    /// Hold a following replica at a position, or (`None`) follow the head.
-    Pin {
-        until: Option<String>,
     },
 }
 
@@ -243,6 +243,22 @@ pub fn answer_with(vol: &mut crate::Volume, req: Request) -> Result<Value, Strin
             vol.delete_snapshot(&name).map_err(|e| e.to_string())?;
             Ok(serde_json::json!({ "deleted": name }))
         }
+        Request::Rewind { to } => {
+            let seq = vol
+                .resolve(&crate::volume::parse_target(&to))
+                .map_err(|e| e.to_string())?;
+            let r = match vol.role() {
+                crate::Role::Master => vol.rewind(seq, |_| {}),
+                crate::Role::Replica => vol.rewind_tree(seq, None, |_| {}),
+            }
+            .map_err(|e| e.to_string())?;
+            vol.sync().map_err(|e| e.to_string())?;
+            Ok(rewound_json(&r))
+        }
+        Request::Pin { .. } => Err(format!(
+            "no process follows {}; start one with jfs-replica follow VOL [--until SEQ|SNAPSHOT]",
+            vol.path().display()
+        )),
         Request::Trim { force, dry_run } => {
             let opts = crate::retention::TrimOptions {
                 force,
@@ -262,22 +278,6 @@ pub fn answer_with(vol: &mut crate::Volume, req: Request) -> Result<Value, Strin
             "a running {} does not write images: its tree changes under its writers; \
              image a replica (jfs-replica image), or this volume while nothing has it open",
             vol.role()
-        )),
-        Request::Rewind { to } => {
-            let seq = vol
-                .resolve(&crate::volume::parse_target(&to))
-                .map_err(|e| e.to_string())?;
-            let r = match vol.role() {
-                crate::Role::Master => vol.rewind(seq, |_| {}),
-                crate::Role::Replica => vol.rewind_tree(seq, None, |_| {}),
-            }
-            .map_err(|e| e.to_string())?;
-            vol.sync().map_err(|e| e.to_string())?;
-            Ok(rewound_json(&r))
-        }
-        Request::Pin { .. } => Err(format!(
-            "no process follows {}; start one with jfs-replica follow VOL [--until SEQ|SNAPSHOT]",
-            vol.path().display()
         )),
     }
 }

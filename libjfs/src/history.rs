@@ -35,7 +35,8 @@ pub struct Step {
     pub mtimes: Vec<SetMtime>,
     /// The attic entry a removal goes to when the undo is applied without
     /// being journaled (the undo of a `Restore` puts the node back where it
-    /// was). A journaled undo takes a fresh entry instead.
+    /// was). A journaled undo takes a fresh entry instead, and later steps
+    /// of the same rewind restore from that one.
     pub attic: Option<u64>,
 }
 
@@ -230,6 +231,10 @@ fn open_existing(tree: &Tree, path: &RelPath) -> Result<Option<std::fs::File>> {
 /// [`MAX_BEFORE_IMAGES`] images). Most operations come back whole.
 pub fn split(tree: &Tree, op: &Op) -> Result<Vec<Op>> {
     let (path, offset, len) = match op {
+        // Too short to need cutting, whatever it overwrites: no I/O.
+        Op::Write { data, .. } if data.len() as u64 + 2 * BLOCK <= MAX_BEFORE as u64 => {
+            return Ok(vec![op.clone()])
+        }
         Op::Write { path, offset, data } => (path, *offset, data.len() as u64),
         Op::Truncate { path, size } => (path, *size, u64::MAX),
         Op::Fallocate {

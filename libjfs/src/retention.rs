@@ -63,6 +63,12 @@ pub enum RetentionError {
         #[source]
         source: io::Error,
     },
+    #[error("segment {}", path.display())]
+    Segment {
+        path: PathBuf,
+        #[source]
+        source: JournalError,
+    },
 }
 
 type Result<T> = std::result::Result<T, RetentionError>;
@@ -429,6 +435,9 @@ pub struct TrimReport {
     pub plan: Plan,
     /// More segments would go at the next call (the batch was full).
     pub more: bool,
+    /// Snapshots this trim puts before the history kept: the volume can no
+    /// longer be rewound to them.
+    pub snapshots_lost: Vec<(String, u64)>,
     pub now: Timestamp,
 }
 
@@ -482,6 +491,12 @@ impl TrimReport {
                 c.describe(self.now)
             ));
         }
+        for (name, seq) in &self.snapshots_lost {
+            notes.push(format!(
+                "snapshot {name} (at {seq}) {} before the history kept: the volume can no longer be rewound to it",
+                if self.dry_run { "would be" } else { "is now" }
+            ));
+        }
         notes
     }
 
@@ -509,6 +524,7 @@ impl TrimReport {
             "overridden": self.plan.overridden.iter().map(cursor_json).collect::<Vec<_>>(),
             "lost": self.plan.lost.iter().map(cursor_json).collect::<Vec<_>>(),
             "more": self.more,
+            "snapshots_lost": self.snapshots_lost.iter().map(|(n, seq)| json!({"name": n, "seq": seq})).collect::<Vec<_>>(),
             "notes": self.notes(),
         })
     }
@@ -579,7 +595,7 @@ fn time_cache() -> &'static Mutex<HashMap<(PathBuf, u64), Timestamp>> {
     CACHE.get_or_init(Default::default)
 }
 
-fn last_record_time(vol: &Volume, s: &SegmentInfo) -> Result<Timestamp> {
+fn last_record_time(volume_id: crate::VolumeId, s: &SegmentInfo) -> Result<Timestamp> {
     let key = (s.path.clone(), s.first_seq);
     if let Some(t) = time_cache()
         .lock()
@@ -588,7 +604,7 @@ fn last_record_time(vol: &Volume, s: &SegmentInfo) -> Result<Timestamp> {
     {
         return Ok(*t);
     }
-    let (_, records) = sealed_records(&s.path, vol.id())?;
+    let (_, records) = sealed_records(&s.path, volume_id)?;
     let last = records.last().ok_or_else(|| JournalError::Corrupt {
         segment: s.path.clone(),
         offset: 0,
@@ -605,6 +621,73 @@ fn last_record_time(vol: &Volume, s: &SegmentInfo) -> Result<Timestamp> {
         .unwrap_or_else(|p| p.into_inner())
         .insert(key, time);
     Ok(time)
+}
+
+/// Reads, without any lock, the times of the oldest sealed segments of
+/// the volume at `volume` that an age limit of `max_age` could let go, so
+/// that [`trim_step`] in this process finds them known and holds the
+/// volume's lock only briefly.
+pub fn warm_segment_times(volume: &Path, max_age: Duration) -> Result<()> {
+    // The sealed files by name, oldest first: opening the journal would
+    // read the whole active segment each time.
+    let dir = volume.join(JOURNAL_DIR);
+    let mut sealed: Vec<(u64, PathBuf)> = fs::read_dir(&dir)
+        .map_err(|source| RetentionError::Io {
+            context: format!("list {}", dir.display()),
+            source,
+        })?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let first = name.to_str()?.strip_suffix(".seg")?.parse().ok()?;
+            Some((first, e.path()))
+        })
+        .collect();
+    sealed.sort();
+    let now = Timestamp::now();
+    for (first_seq, path) in sealed {
+        let key = (path, first_seq);
+        let cached = time_cache()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied();
+        let t = match cached {
+            Some(t) => t,
+            None => {
+                let bytes = match fs::read(&key.0) {
+                    Ok(b) => b,
+                    // Trimmed meanwhile: the next one.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(source) => {
+                        return Err(RetentionError::Io {
+                            context: format!("read {}", key.0.display()),
+                            source,
+                        })
+                    }
+                };
+                let contents = crate::journal::decode_segment(&bytes).map_err(|source| {
+                    RetentionError::Segment {
+                        path: key.0.clone(),
+                        source,
+                    }
+                })?;
+                let Some(last) = contents.entries.last() else {
+                    continue;
+                };
+                let t = last.record.time;
+                time_cache()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, t);
+                t
+            }
+        };
+        if seconds_between(t, now) <= max_age.as_secs_f64() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Applies the volume's policy now: decides ([`plan`]) and removes the
@@ -642,7 +725,7 @@ pub fn trim_with(
     let mut look = policy.max_age.is_some();
     for (i, s) in sealed.iter().enumerate() {
         let last_time = if look && i <= limit {
-            let t = last_record_time(vol, s)?;
+            let t = last_record_time(vol.id(), s)?;
             if policy
                 .max_age
                 .is_some_and(|max| seconds_between(t, now) <= max.as_secs_f64())
@@ -681,6 +764,13 @@ pub fn trim_with(
     if !opts.dry_run {
         plan.first_seq_after = vol.journal().first_seq();
     }
+    // A snapshot at P can be rewound to while record P+1 is held.
+    let snapshots_lost = vol
+        .list_snapshots()?
+        .into_iter()
+        .map(|(name, pos)| (name, pos.seq))
+        .filter(|(_, seq)| seq + 1 >= first_seq_before && seq + 1 < plan.first_seq_after)
+        .collect();
     Ok(TrimReport {
         dry_run: opts.dry_run,
         policy: *policy,
@@ -689,6 +779,7 @@ pub fn trim_with(
         segments,
         plan,
         more: more && !opts.dry_run,
+        snapshots_lost,
         now,
     })
 }
@@ -975,6 +1066,9 @@ pub fn trim_via(
                     }
                 }
                 t["overridden"] = over.into();
+                let mut snaps = t["snapshots_lost"].as_array().cloned().unwrap_or_default();
+                snaps.extend(r["snapshots_lost"].as_array().cloned().unwrap_or_default());
+                t["snapshots_lost"] = snaps.into();
                 t
             }
         });
@@ -1047,6 +1141,8 @@ pub fn describe_trim(r: &Value) -> Vec<String> {
 
 /// How often a running volume applies its policy by itself.
 pub const AUTO_TRIM_EVERY: Duration = Duration::from_secs(60);
+/// How soon it tries again when replicas held history back.
+const HELD_BACK_RETRY: Duration = Duration::from_secs(5);
 
 /// Applies the policy of the volume at `volume` every `every`, and soon
 /// after each new sealed segment, through `ask` (see [`trim_via`]), until
@@ -1068,19 +1164,35 @@ pub fn auto_trim(
             .checked_sub(every)
             .unwrap_or_else(std::time::Instant::now);
         let mut seen_sealed = newest_sealed(&volume);
-        let mut last_notes = Value::Null;
+        let mut last_holders = Value::Null;
+        // After a run that replicas held back, the next one comes sooner:
+        // their positions (saved every few seconds) move on.
+        let mut wait = every;
         let mut last_error = String::new();
         let mut pruned_to = 0u64;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(tick);
             let sealed = newest_sealed(&volume);
-            if last_run.elapsed() < every && sealed == seen_sealed {
+            if last_run.elapsed() < wait && sealed == seen_sealed {
                 continue;
             }
             seen_sealed = sealed;
             last_run = std::time::Instant::now();
             if stop.load(Ordering::Relaxed) {
                 break;
+            }
+            // Segment times are read here, outside the volume's lock.
+            let max_age = ask(crate::admin::Request::Retention {
+                max_age: None,
+                max_size: None,
+                keep_all: false,
+            })
+            .ok()
+            .and_then(|r| r["policy"]["max_age_secs"].as_u64());
+            if let Some(secs) = max_age {
+                if let Err(e) = warm_segment_times(&volume, Duration::from_secs(secs)) {
+                    eprintln!("{log_name}: retention: {e}");
+                }
             }
             // Trim the journal in batches through `ask`; the attic only
             // when history moved.
@@ -1136,12 +1248,30 @@ pub fn auto_trim(
                 }
                 pruned_to = first;
             }
-            if r["notes"] != last_notes && r["reason"] == "held-back" {
+            wait = if r["reason"] == "held-back" {
+                HELD_BACK_RETRY.min(every)
+            } else {
+                every
+            };
+            // A connected replica holding history back for a moment is
+            // normal; one that is away is worth saying, again only when who
+            // it is changes (not each time a position or a time moves).
+            let away: Vec<Value> = ["held_by", "lost"]
+                .iter()
+                .flat_map(|k| r[*k].as_array().cloned().unwrap_or_default())
+                .filter(|c| c["connected"] != true)
+                .map(|c| json!([c["holder"], c["id"]]))
+                .collect();
+            let away = Value::from(away);
+            if away != last_holders {
                 for n in r["notes"].as_array().into_iter().flatten() {
-                    eprintln!("{log_name}: retention: {}", n.as_str().unwrap_or(""));
+                    let n = n.as_str().unwrap_or("");
+                    if !n.contains("(connected)") && !n.starts_with("no retention policy") {
+                        eprintln!("{log_name}: retention: {n}");
+                    }
                 }
             }
-            last_notes = r["notes"].clone();
+            last_holders = away;
         }
     })
 }

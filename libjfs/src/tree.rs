@@ -626,7 +626,14 @@ impl Tree {
                         Some(&mut off_out),
                         chunk,
                     )
-                    .map_err(|e| io_err(format!("copy {src} to {dst}"), e))?;
+                    .map_err(|e| match e {
+                        // Refused before anything was copied (two links of one
+                        // inode with overlapping ranges): nothing changed.
+                        Errno::INVAL if left == *len => {
+                            refused(e, format!("copy {src} to {dst}: {e}"))
+                        }
+                        e => io_err(format!("copy {src} to {dst}"), e),
+                    })?;
                     if n == 0 {
                         return Err(refused(
                             Errno::INVAL,

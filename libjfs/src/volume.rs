@@ -447,39 +447,6 @@ impl Volume {
         Ok(position)
     }
 
-    /// Journals and applies one undo step. The undo of a `Restore` puts the
-    /// node back in the attic entry it came from, so that the attic too is
-    /// as it was and older removals can be undone after it.
-    fn commit_step(&mut self, step: &crate::history::Step) -> Result<Position> {
-        let time = Timestamp::now();
-        match step.attic {
-            Some(id) => {
-                let before = vec![crate::record::BeforeImage::Attic { id }]
-                    .into_iter()
-                    .chain(
-                        crate::history::capture(
-                            self.applier.tree(),
-                            &step.op,
-                            &step.mtimes,
-                            self.journal.head().seq + 1,
-                        )
-                        .map_err(|source| {
-                            VolumeError::Apply(ApplyError::Tree {
-                                seq: self.journal.head().seq + 1,
-                                op: step.op.name(),
-                                source,
-                            })
-                        })?
-                        .into_iter()
-                        .filter(|b| !matches!(b, crate::record::BeforeImage::Attic { .. })),
-                    )
-                    .collect();
-                self.commit_one(time, step.op.clone(), step.mtimes.clone(), before)
-            }
-            None => self.commit_with(time, step.op.clone(), step.mtimes.clone()),
-        }
-    }
-
     fn commit_one(
         &mut self,
         time: Timestamp,
@@ -580,13 +547,28 @@ impl Volume {
             });
         }
         self.check_rewind(from.seq, to)?;
+        // Journaled removals take fresh attic entries (named by their own
+        // seq, so retention can tell when an entry is out of reach). When
+        // this rewind removes a node again that a restore took out of entry
+        // `id`, undoing the record that first removed it restores from the
+        // new entry: `moved` maps the one to the other.
+        let mut moved: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
         let mut undone = 0;
         let mut hi = from.seq;
         while hi > to {
             let (lo, chunk) = self.chunk_back(to, hi)?;
             for e in chunk.iter().rev() {
-                for step in crate::history::inverse(&e.record)? {
-                    self.commit_step(&step)?;
+                for mut step in crate::history::inverse(&e.record)? {
+                    if let Op::Restore { id, .. } = &mut step.op {
+                        if let Some(now) = moved.remove(id) {
+                            *id = now;
+                        }
+                    }
+                    let position =
+                        self.commit_with(Timestamp::now(), step.op.clone(), step.mtimes)?;
+                    if let Some(old) = step.attic {
+                        moved.insert(old, position.seq);
+                    }
                     each(&step.op);
                 }
                 undone += 1;

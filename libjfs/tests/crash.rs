@@ -19,6 +19,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const CHILD_ENV: &str = "JFS_CRASH_CHILD_VOLUME";
+/// With it, the child takes the tree back to this seq instead.
+const REWIND_ENV: &str = "JFS_CRASH_CHILD_REWIND_TO";
 const ROUNDS: usize = 50;
 const RECORDS: usize = 4000;
 
@@ -29,7 +31,15 @@ fn crash_child() {
         return;
     };
     let mut v = Volume::open(Path::new(&vol)).expect("child: open volume");
-    v.replay(None, |_| {}).expect("child: replay");
+    match std::env::var(REWIND_ENV) {
+        Ok(to) => {
+            v.rewind_tree(to.parse().unwrap(), None, |_| {})
+                .expect("child: rewind");
+        }
+        Err(_) => {
+            v.replay(None, |_| {}).expect("child: replay");
+        }
+    }
     v.sync().expect("child: sync");
 }
 
@@ -193,10 +203,12 @@ fn build_master(path: &Path, seed: u64) -> Volume {
             },
         };
         let mtimes = libjfs::record::implied_mtimes(&op, Timestamp::new(time, n as u32));
-        if vol
-            .commit_with(Timestamp::new(time, 0), op.clone(), mtimes)
-            .is_err()
-        {
+        if let Err(e) = vol.commit_with(Timestamp::new(time, 0), op.clone(), mtimes) {
+            // Refused (the tree did not fit the op) and retracted: try another.
+            assert!(
+                matches!(&e, libjfs::VolumeError::Apply(a) if a.is_refusal()),
+                "{op} failed: {e:?}"
+            );
             continue;
         }
         match op {
@@ -248,8 +260,15 @@ fn fresh_replica(master: &Path, path: &Path, id: libjfs::VolumeId) -> PathBuf {
 }
 
 fn spawn_child(vol: &Path) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+    spawn_child_with(vol, None)
+}
+
+fn spawn_child_with(vol: &Path, rewind_to: Option<u64>) -> std::process::Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if let Some(to) = rewind_to {
+        cmd.env(REWIND_ENV, to.to_string());
+    }
+    cmd.args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, vol)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -370,4 +389,86 @@ fn kill_9_while_applying_never_loses_or_doubles_a_record() {
         "final tree differs from the master's: {diffs:#?}"
     );
     eprintln!("{killed_mid_run} kills mid-replay over {round} rounds ({replica_no} replicas finished); full replay {full:?}");
+}
+
+#[test]
+fn kill_9_while_a_replica_rewinds_never_leaves_it_between_records() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    const KILLS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let master_path = dir.path().join("master");
+    let master = build_master(&master_path, 11);
+    let head = master.head();
+    let id = master.id();
+    drop(master);
+    let to = head.seq / 4;
+    let replica = fresh_replica(&master_path, &dir.path().join("r"), id);
+    let forward = |replica: &Path| {
+        let mut v = Volume::open(replica).unwrap();
+        v.replay(None, |_| {}).unwrap();
+        v.sync().unwrap();
+    };
+    forward(&replica);
+    let t = Instant::now();
+    let out = spawn_child_with(&replica, Some(to))
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full = t.elapsed();
+    assert_eq!(Volume::open(&replica).unwrap().applied().seq, to);
+    forward(&replica);
+
+    let mut rng = StdRng::seed_from_u64(5);
+    let (mut kills, mut round) = (0, 0);
+    while kills < KILLS {
+        round += 1;
+        assert!(
+            round < KILLS * 4,
+            "too few kills landed while the child rewound"
+        );
+        let mut child = KillOnDrop(Some(spawn_child_with(&replica, Some(to))));
+        std::thread::sleep(Duration::from_micros(
+            rng.random_range(0..full.as_micros().max(1000) as u64),
+        ));
+        let c = child.0.as_mut().unwrap();
+        if c.try_wait().unwrap().is_none() {
+            c.kill().unwrap();
+            kills += 1;
+        }
+        let out = child.0.take().unwrap().wait_with_output().unwrap();
+        assert!(
+            out.status.success() || out.status.code().is_none(),
+            "child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Reopening completes the undo step in flight: the tree is then
+        // exactly the journal at the position the volume reports.
+        let applied = Volume::open(&replica).unwrap().applied();
+        assert!((to..=head.seq).contains(&applied.seq), "{applied}");
+        let expect = dir.path().join(format!("expect-{round}"));
+        materialize(&master_path, applied.seq, &expect, |_| {}).unwrap();
+        let diffs =
+            compare_trees(&replica.join("tree"), &expect, &CompareOptions::default()).unwrap();
+        assert!(
+            diffs.is_empty(),
+            "round {round}: after a kill mid-rewind at {applied} the tree differs:\n{}",
+            diffs
+                .iter()
+                .take(20)
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::fs::remove_dir_all(&expect).unwrap();
+        if applied.seq == to {
+            forward(&replica);
+        }
+    }
+    eprintln!("{kills} kills mid-rewind over {round} rounds; a whole rewind takes {full:?}");
 }

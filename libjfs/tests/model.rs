@@ -1587,7 +1587,7 @@ fn ship(master: &Volume, replica: &mut Volume) {
 }
 
 proptest! {
-    #![proptest_config(config(24))]
+    #![proptest_config(config(64))]
 
     /// Rounds of random changes, each ended by a rewind of the master to a
     /// random earlier state (before or after earlier rewinds): after each,

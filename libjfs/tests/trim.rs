@@ -261,3 +261,250 @@ fn materialize_refuses_a_trimmed_journal() {
         .unwrap_err();
     assert!(err.to_string().contains("trimmed"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// Retention on a volume
+
+mod volume {
+    use std::time::Duration;
+
+    use libjfs::retention::{trim_with, Holder, Policy, Reason, TrimOptions};
+    use libjfs::ship::server::{ReplicaInfo, REGISTRY_FILE};
+    use libjfs::volume::SETTING_SEGMENT_BYTES;
+    use libjfs::{NewNode, Op, RelPath, Role, Timestamp, Volume};
+
+    /// A master volume with 4 KiB segments and `files` files of 3000 bytes.
+    fn volume(dir: &std::path::Path, files: usize) -> Volume {
+        let path = dir.join("vol");
+        let v = Volume::init(&path, Role::Master).unwrap();
+        v.set_setting(SETTING_SEGMENT_BYTES, "4096").unwrap();
+        drop(v);
+        let mut v = Volume::open(&path).unwrap();
+        for i in 0..files {
+            let p = RelPath::new(format!("f{i}")).unwrap();
+            v.commit(Op::Create {
+                path: p.clone(),
+                node: NewNode {
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+            })
+            .unwrap();
+            let data: Vec<u8> = (0..3000u32)
+                .map(|j| (j.wrapping_mul(2654435761).wrapping_add(i as u32) >> 13) as u8)
+                .collect();
+            v.commit(Op::Write {
+                path: p,
+                offset: 0,
+                data,
+            })
+            .unwrap();
+        }
+        v.sync().unwrap();
+        v
+    }
+
+    fn register(v: &Volume, id: &str, seq: u64) {
+        let pos = v.journal().position_at(seq).unwrap();
+        let list = vec![ReplicaInfo {
+            id: id.into(),
+            address: "127.0.0.1:9".into(),
+            listen: None,
+            connected: false,
+            acked: pos,
+            durable: Some(pos),
+            last_seen: Timestamp::now(),
+        }];
+        std::fs::write(
+            v.path().join(REGISTRY_FILE),
+            serde_json::to_vec(&list).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn sealed(v: &Volume) -> Vec<libjfs::journal::SegmentInfo> {
+        v.journal()
+            .segments()
+            .into_iter()
+            .filter(|s| s.sealed)
+            .collect()
+    }
+
+    #[test]
+    fn the_segment_size_setting_is_used_and_trims_go_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = volume(dir.path(), 60);
+        let segs = sealed(&v);
+        assert!(segs.len() >= 30, "4 KiB segments: {}", segs.len());
+        assert!(segs.iter().all(|s| s.file_bytes < 8192), "{segs:?}");
+        let head = v.head().seq;
+        register(&v, "r1", 61);
+        let policy = Policy {
+            max_age: None,
+            max_bytes: Some(10_000),
+        };
+        let opts = TrimOptions {
+            max_segments: Some(3),
+            ..TrimOptions::default()
+        };
+        let r = trim_with(&mut v, &policy, opts, Timestamp::now()).unwrap();
+        assert_eq!(r.segments.len(), 3);
+        assert!(r.more);
+        let mut rounds = 1;
+        while trim_with(&mut v, &policy, opts, Timestamp::now())
+            .unwrap()
+            .more
+        {
+            rounds += 1;
+        }
+        assert!(rounds > 2);
+        // Held at the replica: the segment holding 62 stays.
+        let first = v.journal().first_seq();
+        assert!(first > 1 && first <= 62, "{first}");
+        let r = trim_with(&mut v, &policy, opts, Timestamp::now()).unwrap();
+        assert!(r.segments.is_empty());
+        assert_eq!(r.plan.reason, Reason::HeldBack);
+        assert!(matches!(&r.plan.held_by[0].holder, Holder::Replica { id, .. } if id == "r1"));
+        assert!(r.notes()[0].contains("holds back 62.."), "{:?}", r.notes());
+
+        // Dry, forced: says what it would cost, removes nothing.
+        let dry = TrimOptions {
+            force: true,
+            dry_run: true,
+            max_segments: None,
+        };
+        let r = trim_with(&mut v, &policy, dry, Timestamp::now()).unwrap();
+        assert!(!r.segments.is_empty());
+        assert_eq!(r.plan.overridden.len(), 1);
+        assert_eq!(v.journal().first_seq(), first);
+
+        // The trimmed volume reopens, replays nothing, and goes on.
+        let path = v.path().to_owned();
+        drop(v);
+        let mut v = Volume::open(&path).unwrap();
+        assert_eq!((v.journal().first_seq(), v.head().seq), (first, head));
+        assert_eq!(v.applied().seq, head);
+        v.commit(Op::Mkdir {
+            path: RelPath::new("after").unwrap(),
+            node: NewNode {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+        })
+        .unwrap();
+        let r = v.journal().read_from(first).unwrap().count() as u64;
+        assert_eq!(r, head + 2 - first);
+    }
+
+    #[test]
+    fn a_trim_says_which_snapshots_it_puts_out_of_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = volume(dir.path(), 10);
+        let early = v.create_snapshot("early").unwrap();
+        let path = v.path().to_owned();
+        drop(v);
+        let mut v = volume_more(&path, 20);
+        let late = v.create_snapshot("late").unwrap();
+        let policy = Policy {
+            max_age: None,
+            max_bytes: Some(5000),
+        };
+        let dry = TrimOptions {
+            dry_run: true,
+            ..TrimOptions::default()
+        };
+        let r = trim_with(&mut v, &policy, dry, Timestamp::now()).unwrap();
+        assert_eq!(r.snapshots_lost, vec![("early".to_owned(), early.seq)]);
+        assert!(
+            r.notes().iter().any(|n| n.contains("snapshot early")),
+            "{:?}",
+            r.notes()
+        );
+        let r = trim_with(&mut v, &policy, TrimOptions::default(), Timestamp::now()).unwrap();
+        assert_eq!(r.snapshots_lost, vec![("early".to_owned(), early.seq)]);
+        assert!(v.journal().first_seq() <= late.seq + 1);
+        // Said once: the next trim has nothing more to report.
+        let r = trim_with(&mut v, &policy, TrimOptions::default(), Timestamp::now()).unwrap();
+        assert!(r.snapshots_lost.is_empty());
+    }
+
+    /// Opens the volume at `path` again and adds `files` files.
+    fn volume_more(path: &std::path::Path, files: usize) -> Volume {
+        let mut v = Volume::open(path).unwrap();
+        for i in 0..files {
+            let p = RelPath::new(format!("more{i}")).unwrap();
+            v.commit(Op::Create {
+                path: p.clone(),
+                node: NewNode {
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+            })
+            .unwrap();
+            v.commit(Op::Write {
+                path: p,
+                offset: 0,
+                data: (0..3000u32).map(|j| (j * 7 + i as u32) as u8).collect(),
+            })
+            .unwrap();
+        }
+        v.sync().unwrap();
+        v
+    }
+
+    #[test]
+    fn a_tree_taken_back_keeps_the_records_it_no_longer_has_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = volume(dir.path(), 60);
+        let head = v.head();
+        // Back to 31 without journaling (a replica's rewind): 32.. are
+        // journaled but not applied, so they must stay.
+        v.rewind_tree(31, None, |_| {}).unwrap();
+        assert_eq!(v.applied().seq, 31);
+        let policy = Policy {
+            max_age: None,
+            max_bytes: Some(0),
+        };
+        let r = trim_with(&mut v, &policy, TrimOptions::default(), Timestamp::now()).unwrap();
+        let first = v.journal().first_seq();
+        assert!(first > 1 && first <= 32, "{first}");
+        assert_eq!(r.plan.reason, Reason::HeldBack);
+        assert_eq!(r.plan.held_by[0].holder, Holder::Applied);
+        // Even forced.
+        let forced = TrimOptions {
+            force: true,
+            ..TrimOptions::default()
+        };
+        trim_with(&mut v, &policy, forced, Timestamp::now()).unwrap();
+        assert_eq!(v.journal().first_seq(), first);
+        // And the tree goes forward again from the journal.
+        assert_eq!(v.replay(None, |_| {}).unwrap(), head);
+    }
+
+    #[test]
+    fn age_goes_by_the_time_of_each_segments_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = volume(dir.path(), 30);
+        let segs = sealed(&v);
+        let n = segs.len();
+        let policy = Policy {
+            max_age: Some(Duration::from_secs(3600)),
+            max_bytes: None,
+        };
+        // Times read ahead, outside the lock, are the ones the trim uses.
+        libjfs::retention::warm_segment_times(v.path(), Duration::from_secs(3600)).unwrap();
+        // Now: nothing is an hour old.
+        let r = trim_with(&mut v, &policy, TrimOptions::default(), Timestamp::now()).unwrap();
+        assert!(r.segments.is_empty());
+        assert_eq!(r.plan.reason, Reason::Satisfied);
+        // Two hours on: every sealed segment; the active one stays.
+        let later = Timestamp::new(Timestamp::now().sec + 7200, 0);
+        let r = trim_with(&mut v, &policy, TrimOptions::default(), later).unwrap();
+        assert_eq!(r.segments.len(), n);
+        assert!(sealed(&v).is_empty());
+        assert_eq!(v.journal().first_seq(), segs[n - 1].last_seq + 1);
+    }
+}
