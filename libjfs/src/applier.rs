@@ -76,6 +76,15 @@ pub struct SlotState {
 }
 
 impl SlotState {
+    /// At `applied`, nothing in flight.
+    fn at(applied: Position) -> SlotState {
+        SlotState {
+            applied,
+            in_flight: None,
+            undoing: None,
+        }
+    }
+
     fn encode(&self) -> [u8; SLOT_LEN] {
         let mut b = [0u8; SLOT_LEN];
         b[0..8].copy_from_slice(&SLOT_MAGIC);
@@ -226,11 +235,7 @@ impl Applier {
         slot_path: &Path,
         start: Position,
     ) -> Result<Applier, ApplyError> {
-        let state = read_slot(slot_path)?.unwrap_or(SlotState {
-            applied: start,
-            in_flight: None,
-            undoing: None,
-        });
+        let state = read_slot(slot_path)?.unwrap_or(SlotState::at(start));
         let tree = Tree::open_with_attic(tree, attic).map_err(|e| ApplyError::Slot {
             path: slot_path.to_owned(),
             reason: e.to_string(),
@@ -327,11 +332,7 @@ impl Applier {
                 if refused && redo.is_none() {
                     // Nothing changed: the record is simply not applied.
                     if let Some(slot) = &self.slot {
-                        slot.write(&SlotState {
-                            applied: self.applied,
-                            in_flight: None,
-                            undoing: None,
-                        })?;
+                        slot.write(&SlotState::at(self.applied))?;
                     }
                 } else {
                     // Possibly half done: whoever retries must use the redo form.
@@ -414,11 +415,7 @@ impl Applier {
         };
         self.undo_redo = None;
         if let Some(slot) = &self.slot {
-            slot.write(&SlotState {
-                applied: self.applied,
-                in_flight: None,
-                undoing: None,
-            })?;
+            slot.write(&SlotState::at(self.applied))?;
         }
         Ok(())
     }
@@ -453,11 +450,7 @@ mod tests {
                 assert_eq!(SlotState::decode(&d), None, "bit {bit}");
             }
         }
-        let none = SlotState {
-            applied: Position::ZERO,
-            in_flight: None,
-            undoing: None,
-        };
+        let none = SlotState::at(Position::ZERO);
         assert_eq!(SlotState::decode(&none.encode()), Some(none));
     }
 }

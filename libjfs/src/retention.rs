@@ -797,6 +797,8 @@ pub struct AtticReport {
     pub foreign: Vec<String>,
     /// Entries that could not be removed, and why.
     pub failed: Vec<(String, String)>,
+    /// Why nothing was looked at, when nothing was.
+    pub held: Option<String>,
 }
 
 impl AtticReport {
@@ -806,6 +808,7 @@ impl AtticReport {
             "bytes": self.bytes,
             "foreign": self.foreign,
             "failed": self.failed.iter().map(|(n, e)| json!({"name": n, "error": e})).collect::<Vec<_>>(),
+            "held": self.held,
         })
     }
 }
@@ -823,6 +826,12 @@ fn disk_usage(md: &fs::Metadata) -> u64 {
 /// directory there is an empty one (an rmdir'ed directory) and is removed
 /// as such, never recursively. Names that are not decimal are reported and
 /// left alone. Needs no lock: nothing else touches entries that old.
+///
+/// Every entry is named by the record that made it, except on a replica
+/// whose tree was taken back alone (`jfs-replica rewind`): undoing a restore
+/// there puts the node back under its old name, which a record the tree has
+/// not applied again may need. While such a tree is behind its journal, the
+/// attic is left as it is.
 pub fn prune_attic(volume: &Path, first_seq: u64, dry_run: bool) -> Result<AtticReport> {
     // A replica built from an image keeps the entries that came with it:
     // its own journal starts after them, but its master may still rewind
@@ -830,6 +839,21 @@ pub fn prune_attic(volume: &Path, first_seq: u64, dry_run: bool) -> Result<Attic
     let from_image = crate::volume::bootstrapped_at(volume).unwrap_or(0);
     let dir = volume.join(ATTIC_DIR);
     let mut report = AtticReport::default();
+    let applied = crate::applier::read_slot(&volume.join(crate::volume::SLOT_FILE))
+        .ok()
+        .flatten()
+        .map(|s| s.applied.seq);
+    let head = crate::Journal::open_read_only(&volume.join(crate::volume::JOURNAL_DIR), None)
+        .map(|j| j.head().seq)
+        .ok();
+    if let (Some(applied), Some(head)) = (applied, head) {
+        if applied < head {
+            report.held = Some(format!(
+                "the tree is at {applied}, behind its journal ({head}): the attic is kept until it catches up"
+            ));
+            return Ok(report);
+        }
+    }
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
@@ -1238,6 +1262,8 @@ pub fn auto_trim(
             }
             if first > pruned_to {
                 match prune_attic(&volume, first, false) {
+                    // A tree behind its journal: try again next time.
+                    Ok(a) if a.held.is_some() => continue,
                     Ok(a) if a.entries > 0 => eprintln!(
                         "{log_name}: retention: removed {} attic entries ({})",
                         a.entries,
@@ -1607,5 +1633,40 @@ mod tests {
             prune_attic(empty.path(), 100, false).unwrap(),
             AtticReport::default()
         );
+    }
+
+    #[test]
+    fn a_tree_taken_back_keeps_its_attic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vol = crate::Volume::init(&dir.path().join("v"), crate::Role::Master).unwrap();
+        let a = crate::RelPath::new("a").unwrap();
+        let node = crate::NewNode {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        };
+        vol.commit(crate::Op::Create {
+            path: a.clone(),
+            node,
+        })
+        .unwrap();
+        let removed = vol.commit(crate::Op::Unlink { path: a }).unwrap();
+        vol.commit(crate::Op::Mkdir {
+            path: crate::RelPath::new("d").unwrap(),
+            node,
+        })
+        .unwrap();
+        vol.rewind_tree(removed.seq, None, |_| {}).unwrap();
+        vol.sync().unwrap();
+        let entry = vol.attic_path().join(removed.seq.to_string());
+        assert!(entry.exists());
+        let r = prune_attic(vol.path(), 100, false).unwrap();
+        assert!(r.held.is_some(), "{r:?}");
+        assert!(entry.exists());
+        vol.replay(None, |_| {}).unwrap();
+        vol.sync().unwrap();
+        let r = prune_attic(vol.path(), 100, false).unwrap();
+        assert_eq!((r.entries, r.held), (1, None));
+        assert!(!entry.exists());
     }
 }
