@@ -43,6 +43,36 @@ enum Command {
         /// File holding the volume's key (the master's VOL/secret).
         #[arg(long, value_name = "FILE")]
         secret_file: PathBuf,
+        /// Then build the tree from an image that this replica serves (one
+        /// that follows with --listen), instead of from the whole journal.
+        #[arg(long, value_name = "ADDR", conflicts_with = "image")]
+        from: Option<String>,
+        /// Then build the tree from this image file (see `jfs-replica image`).
+        #[arg(long, value_name = "FILE")]
+        image: Option<PathBuf>,
+    },
+    /// Write an image of the volume: its tree and attic at its applied position.
+    #[command(
+        after_help = "A following replica writes it through its running process (applying pauses\nmeanwhile; its master is not held up); a volume nothing has open is read\ndirectly. A mounted master does not write images: image one of its replicas.\nThe file is written beside FILE and renamed, so it is whole or absent.\n\nExamples:\n  jfs-replica image /srv/www.jfs /backup/www.jfsimg\n  jfs-replica bootstrap /srv/new.jfs --image /backup/www.jfsimg"
+    )]
+    Image {
+        vol: PathBuf,
+        /// The image file to write.
+        file: PathBuf,
+    },
+    /// Rebuild a replica from an image: tree, attic, journal and position.
+    #[command(
+        after_help = "For a new replica (made by `jfs-replica init`), or one that broke because its\nmaster trimmed the history it needed. The replica keeps its id, master and key;\nits tree, attic and journal are replaced by the image's, and its journal goes\non right after the image's position. Nothing changes unless the whole image\nchecks. The volume must not be in use (stop `follow` first).\n\nExamples:\n  jfs-replica bootstrap /srv/www.jfs --from replica2.example:7421\n  jfs-replica bootstrap /srv/www.jfs --image /backup/www.jfsimg\n  jfs-replica follow /srv/www.jfs"
+    )]
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["from", "image"])))]
+    Bootstrap {
+        vol: PathBuf,
+        /// A replica that serves others (`follow --listen`): HOST or HOST:PORT.
+        #[arg(long, value_name = "ADDR")]
+        from: Option<String>,
+        /// An image file written by `jfs-replica image`.
+        #[arg(long, value_name = "FILE")]
+        image: Option<PathBuf>,
     },
     /// Follow the master: receive, journal and apply its records until stopped
     /// (SIGTERM, SIGINT), optionally serving the tree read-only at MOUNTPOINT.
@@ -232,7 +262,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             vol,
             master,
             secret_file,
-        } => init(&vol, &master, &secret_file)?,
+            from,
+            image,
+        } => init(&vol, &master, &secret_file, from, image)?,
+        Command::Image { vol, file } => write_image(&vol, &file)?,
+        Command::Bootstrap { vol, from, image } => bootstrap(&vol, from, image, None)?,
         Command::Follow {
             vol,
             mount,
@@ -357,17 +391,151 @@ fn verify(vol: &Path) -> Result<ExitCode> {
     Ok(ExitCode::from(3))
 }
 
-fn init(vol: &Path, master: &str, secret_file: &Path) -> Result<()> {
+fn init(
+    vol: &Path,
+    master: &str,
+    secret_file: &Path,
+    from: Option<String>,
+    image: Option<PathBuf>,
+) -> Result<()> {
     let key = libjfs::ship::read_key(secret_file)
         .with_context(|| format!("read the key from {}", secret_file.display()))?;
     let master = libjfs::ship::with_default_port(master);
+    if let Some(file) = &image {
+        // Before anything is created: the file must be there.
+        std::fs::metadata(file).with_context(|| format!("image {}", file.display()))?;
+    }
     let (v, replica_id, head) = follower::init_replica(vol, &master, &key)
         .with_context(|| format!("init {}", vol.display()))?;
     let id = v.id();
-    println!(
+    drop(v);
+    let made = format!(
         "initialized replica {replica_id} of volume {id} at {}; {master} is at {head}",
         vol.display()
     );
+    if from.is_some() || image.is_some() {
+        if let Err(e) = bootstrap(vol, from, image, Some(&made)) {
+            // The volume was made here and holds nothing yet: leave no half of it.
+            let _ = std::fs::remove_dir_all(vol);
+            return Err(e.context(format!("{} was not created", vol.display())));
+        }
+        return Ok(());
+    }
+    println!("{made}");
+    println!("next: jfs-replica follow {}", vol.display());
+    Ok(())
+}
+
+fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
+    let bar = match total {
+        Some(t) => ProgressBar::new(t).with_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec})")
+                .expect("the template is valid"),
+        ),
+    };
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn write_image(vol: &Path, file: &Path) -> Result<()> {
+    // Relative to where the command runs, also for the following process.
+    let file = std::path::absolute(file).context("resolve the image path")?;
+    let req = libjfs::admin::Request::Image {
+        path: file.to_string_lossy().into_owned(),
+    };
+    let bar = bytes_bar(None, "image");
+    let partial = libjfs::image::partial_path(&file);
+    let asked = {
+        let (vol, req) = (vol.to_owned(), req.clone());
+        std::thread::spawn(move || {
+            libjfs::admin::request_within(&vol, &req, std::time::Duration::from_secs(24 * 3600))
+        })
+    };
+    while !asked.is_finished() {
+        if let Ok(m) = std::fs::metadata(&partial) {
+            bar.set_position(m.len());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answer = asked.join().expect("the request thread does not panic");
+    bar.finish_and_clear();
+    let (position, nodes, data) = match answer {
+        Ok(a) => (
+            format!(
+                "{}:{}",
+                a["position"]["seq"],
+                a["position"]["chain"].as_str().unwrap_or("")
+            ),
+            a["nodes"].as_u64().unwrap_or(0),
+            a["data_bytes"].as_u64().unwrap_or(0),
+        ),
+        Err(libjfs::admin::AdminError::NotServed(_)) => {
+            let v = Volume::open(vol).with_context(|| format!("open {}", vol.display()))?;
+            let total =
+                libjfs::image::measure(&v.tree_path(), &v.path().join(libjfs::volume::ATTIC_DIR))?;
+            let bar = bytes_bar(Some(total.data_bytes), "image");
+            let (header, stats) =
+                libjfs::image::write_volume_file(&v, &file, &mut |n| bar.set_position(n))
+                    .with_context(|| format!("write an image of {}", vol.display()))?;
+            bar.finish_and_clear();
+            (header.position.to_string(), stats.nodes, stats.data_bytes)
+        }
+        Err(e) => return Err(e).with_context(|| format!("write an image of {}", vol.display())),
+    };
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "image of {} at {position}: {nodes} nodes, {data} bytes of data, {size} bytes in {}",
+        vol.display(),
+        file.display()
+    );
+    Ok(())
+}
+
+/// Rebuilds `vol` from an image; `made` is what init says once it succeeded.
+fn bootstrap(
+    vol: &Path,
+    from: Option<String>,
+    image: Option<PathBuf>,
+    made: Option<&str>,
+) -> Result<()> {
+    let (v, header, source) = match (from, image) {
+        (Some(addr), _) => {
+            let addr = libjfs::ship::with_default_port(&addr);
+            let bar = bytes_bar(None, &format!("image from {addr}"));
+            let (v, header) =
+                libjfs::ship::bootstrap::bootstrap_from(vol, &addr, &mut |n| bar.set_position(n))
+                    .with_context(|| format!("bootstrap {} from {addr}", vol.display()))?;
+            bar.finish_and_clear();
+            (v, header, addr)
+        }
+        (None, Some(file)) => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("open image {}", file.display()))?;
+            let size = f.metadata().map(|m| m.len()).ok();
+            let bar = bytes_bar(size, "image");
+            let (v, header) = libjfs::image::bootstrap(vol, f, &mut |n| bar.set_position(n))
+                .with_context(|| format!("bootstrap {} from {}", vol.display(), file.display()))?;
+            bar.finish_and_clear();
+            (v, header, file.display().to_string())
+        }
+        (None, None) => anyhow::bail!("give --from ADDR or --image FILE"),
+    };
+    if let Some(made) = made {
+        println!("{made}");
+    }
+    println!(
+        "bootstrapped {} from {source}: tree at {}; its journal goes on from there",
+        vol.display(),
+        header.position
+    );
+    drop(v);
     println!("next: jfs-replica follow {}", vol.display());
     Ok(())
 }
@@ -448,20 +616,25 @@ fn follow(
         None => None,
     };
 
-    // Cascade: serve this replica's journal to others.
+    let (head, volume_id) = (libjfs::ship::Head::of(&v), v.id());
+    let vol = std::sync::Arc::new(std::sync::Mutex::new(v));
+    // Cascade: serve this replica's journal, and images of its tree, to others.
     let server = match &listen {
         Some(addr) => {
-            let (tx, rx) = tokio::sync::watch::channel(libjfs::ship::Head::of(&v));
+            let (tx, rx) = tokio::sync::watch::channel(head);
             hooks.head = Some(tx);
-            let s = libjfs::ship::server::Server::start(libjfs::ship::server::ServerConfig {
-                listen: libjfs::ship::with_default_port(addr),
-                journal_dir: vol_path.join(JOURNAL_DIR),
-                volume_id: v.id(),
-                key: key.clone(),
-                head: rx,
-                registry_file: Some(vol_path.join(libjfs::ship::server::REGISTRY_FILE)),
-                log_name: "jfs-replica",
-            })?;
+            let s = libjfs::ship::server::Server::start_with_images(
+                libjfs::ship::server::ServerConfig {
+                    listen: libjfs::ship::with_default_port(addr),
+                    journal_dir: vol_path.join(JOURNAL_DIR),
+                    volume_id,
+                    key: key.clone(),
+                    head: rx,
+                    registry_file: Some(vol_path.join(libjfs::ship::server::REGISTRY_FILE)),
+                    log_name: "jfs-replica",
+                },
+                std::sync::Arc::new(libjfs::image::LockedVolume(vol.clone())),
+            )?;
             eprintln!("jfs-replica: serving replicas on {}", s.local_addr());
             Some(std::sync::Arc::new(s))
         }
@@ -472,7 +645,6 @@ fn follow(
         &master,
         until.clone(),
     )));
-    let vol = std::sync::Arc::new(std::sync::Mutex::new(v));
     let (pin_tx, pin_rx) = tokio::sync::watch::channel(until.clone());
     let inval = mounted.as_ref().map(|m| m.invalidator());
     let admin = {
@@ -495,6 +667,18 @@ fn follow(
                     }
                     s["retention"] = libjfs::retention::policy_json(&v);
                     Ok(s)
+                }
+                libjfs::admin::Request::Image { path } => {
+                    // Holding the volume pauses applying: the tree stays at one position.
+                    let v = vol.lock().unwrap_or_else(|p| p.into_inner());
+                    let (header, stats) =
+                        libjfs::image::write_volume_file(&v, Path::new(&path), &mut |_| {})
+                            .map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;
+                    Ok(serde_json::json!({
+                        "position": libjfs::inspect::position_json(header.position),
+                        "nodes": stats.nodes,
+                        "data_bytes": stats.data_bytes,
+                    }))
                 }
                 libjfs::admin::Request::Rewind { to } => move_pin(
                     &vol,
@@ -584,6 +768,13 @@ fn follow(
                 "jfs-replica: {} is broken at {at}: {reason}",
                 vol_path.display()
             );
+            if reason.contains(libjfs::ship::wire::Refusal::Trimmed.as_str()) {
+                eprintln!(
+                    "jfs-replica: to rebuild it: jfs-replica bootstrap {} --from ADDR \
+                     (a replica that follows with --listen) or --image FILE",
+                    vol_path.display()
+                );
+            }
             Ok(ExitCode::from(EXIT_BROKEN))
         }
         Err(e) => Err(e.into()),

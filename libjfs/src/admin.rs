@@ -66,6 +66,11 @@ pub enum Request {
         #[serde(default)]
         keep_all: bool,
     },
+    /// Write an image of the volume at its applied position to `path` (an
+    /// absolute path the serving process can write).
+    Image {
+        path: String,
+    },
 }
 
 /// Answers requests; an `Err` is sent back as the error text.
@@ -166,6 +171,12 @@ pub enum AdminError {
 
 /// Sends `req` to the process serving `volume`.
 pub fn request(volume: &Path, req: &Request) -> Result<Value, AdminError> {
+    request_within(volume, req, Duration::from_secs(60))
+}
+
+/// [`request`], waiting up to `limit` for the answer (an image takes as
+/// long as reading the whole tree).
+pub fn request_within(volume: &Path, req: &Request, limit: Duration) -> Result<Value, AdminError> {
     let path = volume.join(SOCKET);
     let conn = match UnixStream::connect(&path) {
         Ok(c) => c,
@@ -183,8 +194,7 @@ pub fn request(volume: &Path, req: &Request) -> Result<Value, AdminError> {
         path: path.clone(),
         source,
     };
-    conn.set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(io_err)?;
+    conn.set_read_timeout(Some(limit)).map_err(io_err)?;
     let mut writer = conn.try_clone().map_err(io_err)?;
     let line = serde_json::to_string(req).expect("requests always encode");
     writeln!(writer, "{line}").map_err(io_err)?;
@@ -265,6 +275,11 @@ pub fn answer_with(vol: &mut crate::Volume, req: Request) -> Result<Value, Strin
             keep_all,
         } => crate::retention::set_policy(vol, max_age.as_deref(), max_size.as_deref(), keep_all)
             .map_err(|e| e.to_string()),
+        Request::Image { .. } => Err(format!(
+            "a running {} does not write images: its tree changes under its writers; \
+             image a replica (jfs-replica image), or this volume while nothing has it open",
+            vol.role()
+        )),
     }
 }
 

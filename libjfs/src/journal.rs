@@ -189,6 +189,20 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[&[u8]]) -> Result<PathBuf> {
 impl Journal {
     /// Creates an empty journal in `dir` (created if missing; must hold no segments).
     pub fn create(dir: &Path, volume_id: VolumeId, config: JournalConfig) -> Result<Journal> {
+        Journal::create_after(dir, volume_id, config, Position::ZERO)
+    }
+
+    /// Creates an empty journal whose first record will be `start.seq + 1`,
+    /// continuing the chain at `start`: the journal of a replica whose tree
+    /// was built from an image at `start`. Its active segment's header
+    /// carries `start`, so the journal reads as one whose older history was
+    /// trimmed.
+    pub fn create_after(
+        dir: &Path,
+        volume_id: VolumeId,
+        config: JournalConfig,
+        start: Position,
+    ) -> Result<Journal> {
         fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
         let listing = list_dir(dir)?;
         if !listing.sealed.is_empty() || !listing.active.is_empty() {
@@ -199,8 +213,8 @@ impl Journal {
         }
         let header = ActiveHeader {
             volume_id,
-            first_seq: 1,
-            prev_chain: Position::ZERO.chain,
+            first_seq: start.seq + 1,
+            prev_chain: start.chain,
         };
         let active = create_active(dir, header)?;
         Ok(Journal {
@@ -209,7 +223,7 @@ impl Journal {
             config,
             sealed: Vec::new(),
             active,
-            head: Position::ZERO,
+            head: start,
             read_only: false,
             frame_buf: Vec::new(),
             before_last: None,

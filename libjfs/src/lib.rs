@@ -23,6 +23,7 @@ pub mod format;
 #[cfg(feature = "fuse")]
 pub mod fuse;
 pub mod history;
+pub mod image;
 pub mod inspect;
 pub mod journal;
 pub mod master;

@@ -821,7 +821,8 @@ fn disk_usage(md: &fs::Metadata) -> u64 {
 
 /// Removes every `VOL/attic/<seq>` with `seq < first_seq`: the records
 /// that put them there are no longer in the journal, so nothing can bring
-/// them back. One entry at a time and never following a symlink; a
+/// them back. On a replica built from an image, the entries up to the
+/// image's position are kept ([`crate::volume::bootstrapped_at`]). One entry at a time and never following a symlink; a
 /// directory there is an empty one (an rmdir'ed directory) and is removed
 /// as such, never recursively. Names that are not decimal are reported and
 /// left alone. Needs no lock: nothing else touches entries that old.
@@ -832,6 +833,10 @@ fn disk_usage(md: &fs::Metadata) -> u64 {
 /// not applied again may need. While such a tree is behind its journal, the
 /// attic is left as it is.
 pub fn prune_attic(volume: &Path, first_seq: u64, dry_run: bool) -> Result<AtticReport> {
+    // A replica built from an image keeps the entries that came with it:
+    // its own journal starts after them, but its master may still rewind
+    // to before them.
+    let from_image = crate::volume::bootstrapped_at(volume).unwrap_or(0);
     let dir = volume.join(ATTIC_DIR);
     let mut report = AtticReport::default();
     let applied = crate::applier::read_slot(&volume.join(crate::volume::SLOT_FILE))
@@ -882,7 +887,7 @@ pub fn prune_attic(volume: &Path, first_seq: u64, dry_run: bool) -> Result<Attic
                 continue;
             }
         };
-        if seq >= first_seq {
+        if seq >= first_seq || seq <= from_image {
             continue;
         }
         let path = entry.path();

@@ -35,6 +35,14 @@ pub const SLOT_FILE: &str = "applied";
 pub const SECRET_FILE: &str = "secret";
 pub const LOCK_FILE: &str = "lock";
 
+/// Where a bootstrap builds a replica's new state, inside the volume.
+pub const BOOTSTRAP_DIR: &str = "bootstrap.tmp";
+/// In [`BOOTSTRAP_DIR`] while a bootstrap swaps the new state in.
+const BOOTSTRAP_SWAPPING: &str = "swapping";
+/// In a replica built from an image: the seq of the image's position (see
+/// [`bootstrapped_at`]).
+pub const BOOTSTRAPPED_FILE: &str = "bootstrapped";
+
 /// Version of the volume layout and meta keys.
 pub const VOLUME_FORMAT: u32 = 1;
 
@@ -230,6 +238,17 @@ impl Volume {
 
     fn open_inner(path: &Path, config: Option<JournalConfig>) -> Result<Volume> {
         let lock = lock_volume(path)?;
+        let swapping = path.join(BOOTSTRAP_DIR).join(BOOTSTRAP_SWAPPING);
+        if swapping.exists() {
+            return Err(VolumeError::Layout {
+                path: path.to_owned(),
+                reason: format!(
+                    "a bootstrap stopped while it replaced the tree and journal ({} exists); \
+                     run jfs-replica bootstrap again",
+                    swapping.display()
+                ),
+            });
+        }
         let meta_path = path.join(META_DIR);
         let meta = open_meta(&meta_path)?;
         let (id, role) = read_identity(&meta, &meta_path)?;
@@ -858,6 +877,168 @@ impl Volume {
         self.sync()?;
         Ok(())
     }
+}
+
+/// A replica volume held (locked) while a bootstrap builds its new tree and
+/// attic in `VOL/bootstrap.tmp/`. [`Bootstrap::install`] swaps them in with
+/// a journal that starts right after the image's position; dropping it
+/// unfinished removes what was built and leaves the volume as it was.
+///
+/// The replica keeps its id, key, settings (master address, replica id) and
+/// meta; tree, attic, journal, position slot and checkpoint are replaced.
+pub struct Bootstrap {
+    root: PathBuf,
+    id: VolumeId,
+    staging: PathBuf,
+    lock: Option<File>,
+}
+
+impl Bootstrap {
+    /// Locks the replica volume at `path` (refused while a process has it
+    /// open) and makes an empty staging directory in it.
+    pub fn begin(path: &Path) -> Result<Bootstrap> {
+        let lock = lock_volume(path)?;
+        let meta_path = path.join(META_DIR);
+        let (id, role) = read_identity(&open_meta(&meta_path)?, &meta_path)?;
+        if role != Role::Replica {
+            return Err(VolumeError::Layout {
+                path: path.to_owned(),
+                reason: "is a master volume; only a replica is built from an image".into(),
+            });
+        }
+        let staging = path.join(BOOTSTRAP_DIR);
+        match fs::remove_dir_all(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("remove {}", staging.display()))(e)),
+        }
+        for sub in ["", TREE_DIR, ATTIC_DIR] {
+            fs::create_dir(staging.join(sub))
+                .map_err(io_err(format!("create {}", staging.join(sub).display())))?;
+        }
+        Ok(Bootstrap {
+            root: path.to_owned(),
+            id,
+            staging,
+            lock: Some(lock),
+        })
+    }
+
+    pub fn volume_id(&self) -> VolumeId {
+        self.id
+    }
+
+    /// The volume being rebuilt.
+    pub fn volume_path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The staging directory: the new state goes to its `tree/` and `attic/`.
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Makes the staged tree and attic the volume's, at position `at`: a
+    /// journal that continues `at` and a position slot at `at` are made
+    /// beside them and synced, then tree, attic, journal and slot are
+    /// exchanged with the volume's one by one, and the checkpoint in meta
+    /// is set. A crash in between leaves a mark that makes
+    /// [`Volume::open`] refuse the volume until a bootstrap runs again.
+    pub fn install(mut self, at: Position) -> Result<Volume> {
+        let s = self.staging.clone();
+        let journal =
+            Journal::create_after(&s.join(JOURNAL_DIR), self.id, JournalConfig::default(), at)?;
+        journal.sync()?;
+        drop(journal);
+        let mut applier = Applier::open(
+            &s.join(TREE_DIR),
+            &s.join(ATTIC_DIR),
+            &s.join(SLOT_FILE),
+            at,
+        )?;
+        applier.settle()?;
+        drop(applier);
+        let mark = s.join(BOOTSTRAP_SWAPPING);
+        File::create(&mark)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(format!("create {}", mark.display())))?;
+        sync_dir(&s)?;
+        for name in [TREE_DIR, ATTIC_DIR, JOURNAL_DIR, SLOT_FILE] {
+            exchange(&s.join(name), &self.root.join(name))?;
+        }
+        sync_dir(&self.root)?;
+        let meta_path = self.root.join(META_DIR);
+        let meta = open_meta(&meta_path)?;
+        let meta_err = |source| VolumeError::Meta {
+            path: meta_path.clone(),
+            source,
+        };
+        meta.insert(
+            KEY_APPLIED,
+            postcard::to_stdvec(&at).expect("a position always encodes"),
+        )
+        .map_err(meta_err)?;
+        meta.flush().map_err(meta_err)?;
+        drop(meta);
+        let stamp = self.root.join(BOOTSTRAPPED_FILE);
+        let tmp = stamp.with_extension("tmp");
+        fs::write(&tmp, format!("{}\n", at.seq))
+            .and_then(|_| File::open(&tmp)?.sync_all())
+            .and_then(|_| fs::rename(&tmp, &stamp))
+            .map_err(io_err(format!("write {}", stamp.display())))?;
+        sync_dir(&self.root)?;
+        fs::remove_file(&mark).map_err(io_err(format!("remove {}", mark.display())))?;
+        sync_dir(&s)?;
+        // What is left in the staging directory is the old state.
+        fs::remove_dir_all(&s).map_err(io_err(format!("remove {}", s.display())))?;
+        self.lock = None;
+        Volume::open(&self.root)
+    }
+}
+
+impl Drop for Bootstrap {
+    fn drop(&mut self) {
+        // Unfinished: remove what was built, unless the swap had begun (then
+        // the staging directory holds half of the volume's state).
+        if self.lock.is_some() && !self.staging.join(BOOTSTRAP_SWAPPING).exists() {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+/// The seq of the image a replica volume was last built from, if it was.
+/// Its attic holds entries of its source up to there: its own journal
+/// starts after them, but its master's history may still hold the records
+/// that made them, and a rewind on the master brings them back, so
+/// retention keeps them (see `retention::prune_attic`).
+pub fn bootstrapped_at(volume: &Path) -> Option<u64> {
+    fs::read_to_string(volume.join(BOOTSTRAPPED_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Exchanges `staged` with `target` atomically (renames it when `target` is missing).
+fn exchange(staged: &Path, target: &Path) -> Result<()> {
+    let flags = if target.symlink_metadata().is_ok() {
+        rustix::fs::RenameFlags::EXCHANGE
+    } else {
+        rustix::fs::RenameFlags::NOREPLACE
+    };
+    rustix::fs::renameat_with(rustix::fs::CWD, staged, rustix::fs::CWD, target, flags).map_err(
+        |e| {
+            io_err(format!(
+                "exchange {} with {}",
+                staged.display(),
+                target.display()
+            ))(e.into())
+        },
+    )
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("sync directory {}", dir.display())))
 }
 
 /// The journal configuration the volume's settings ask for.

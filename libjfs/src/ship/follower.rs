@@ -321,16 +321,13 @@ fn set(state: &Mutex<FollowState>, f: impl FnOnce(&mut FollowState)) {
 /// What a refusal means for the replica: only `Busy` is worth retrying.
 /// The text is the reason as an operator should read it.
 fn refused(server: &str, reason: Refusal, detail: &str) -> End {
-    let trimmed;
     let hint = match reason {
         Refusal::WrongKey => " (VOL/secret is not the key of the volume the server serves)",
         Refusal::Diverged => " (this replica's journal is not the server's history)",
         Refusal::Trimmed => {
-            trimmed = format!(
-                " (history trimmed: the server no longer holds the records this replica needs; \
-                 bootstrap it again: jfs-replica bootstrap VOL --from {server}, or --image FILE)"
-            );
-            &trimmed
+            " (history trimmed: the server no longer holds the records this replica needs; \
+             rebuild it from a replica that follows with --listen: \
+             jfs-replica bootstrap VOL --from ADDR, or from an image: --image FILE)"
         }
         _ => "",
     };
@@ -398,6 +395,19 @@ async fn handshake(
         )));
     }
     Ok((rd, wr, served, head))
+}
+
+/// Connects to `server` and proves the key both ways, as every
+/// conversation starts. Returns the halves, the volume served and its head.
+pub(super) async fn connect(
+    server: &str,
+    key: &[u8],
+    volume: Option<VolumeId>,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, VolumeId, Position), String> {
+    handshake(server, key, volume).await.map_err(|e| match e {
+        End::Retry(e) | End::Fatal(e) => e,
+        End::Stopped | End::Repin => "stopped".into(),
+    })
 }
 
 /// Asks `server` which volume it serves, proving both sides hold `key`.

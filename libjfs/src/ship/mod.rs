@@ -4,13 +4,15 @@
 //! - [`server`]: serves a volume's journal to any number of replicas (the
 //!   master does, and so does a replica that others follow);
 //! - [`follower`]: a replica's side: receives records, journals them, applies
-//!   them, acknowledges, and reconnects.
+//!   them, acknowledges, and reconnects;
+//! - [`bootstrap`]: rebuilds a replica from an image another replica serves.
 //!
 //! The filesystem never waits for the network: the side that commits only
 //! publishes its new [`Head`], and each connection reads what it ships from
 //! the journal files at its own pace. docs/PROTOCOL.md describes the
 //! conversation.
 
+pub mod bootstrap;
 pub mod follower;
 pub mod server;
 pub mod wire;

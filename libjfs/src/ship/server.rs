@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use super::wire::{self, Message, Refusal, Side, Until, WireError};
 use super::Head;
 use crate::format::VolumeId;
+use crate::image::ImageSource;
 use crate::inspect::position_json;
 use crate::journal::{Chunk, Tail, TailError};
 use crate::position::Position;
@@ -108,6 +109,8 @@ pub fn known_replicas(volume: &std::path::Path, head_seq: u64) -> Value {
 
 struct Shared {
     cfg: ServerConfig,
+    /// Writes images for `ImageRequest`; `None` refuses them.
+    images: Option<Arc<dyn ImageSource>>,
     replicas: Mutex<BTreeMap<String, ReplicaInfo>>,
     /// (seq, bytes, time) of recent heads, oldest first: for lag in bytes and seconds.
     samples: Mutex<VecDeque<(u64, u64, Timestamp)>>,
@@ -122,8 +125,26 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds and starts serving in the background.
+    /// Binds and starts serving in the background. Asked for an image, it
+    /// answers that it has none (see [`Server::start_with_images`]).
     pub fn start(cfg: ServerConfig) -> std::io::Result<Server> {
+        Server::start_inner(cfg, None)
+    }
+
+    /// [`Server::start`], and answers `ImageRequest`s with images that
+    /// `images` writes (a following replica's volume, held still while it
+    /// is written): how replicas are bootstrapped from this one.
+    pub fn start_with_images(
+        cfg: ServerConfig,
+        images: Arc<dyn ImageSource>,
+    ) -> std::io::Result<Server> {
+        Server::start_inner(cfg, Some(images))
+    }
+
+    fn start_inner(
+        cfg: ServerConfig,
+        images: Option<Arc<dyn ImageSource>>,
+    ) -> std::io::Result<Server> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("jfs-ship")
@@ -147,6 +168,7 @@ impl Server {
             .collect();
         let shared = Arc::new(Shared {
             cfg,
+            images,
             replicas: Mutex::new(replicas),
             samples: Mutex::new(VecDeque::new()),
         });
@@ -433,6 +455,7 @@ async fn converse(
     .await?;
     let (from, until, id, listen) = match wire::read_within(&mut rd, HANDSHAKE_TIMEOUT).await? {
         Message::Bye => return Ok(()),
+        Message::ImageRequest => return serve_image(shared, &mut wr, peer).await,
         Message::Follow {
             from,
             until,
@@ -623,6 +646,93 @@ async fn send_file(
     Ok(())
 }
 
+/// Streams an image in `ImageChunk`s, then `ImageEnd`. The image is written
+/// on a blocking thread into a channel of a few chunks, so at most those
+/// are in memory; a replica that goes away ends the writing (and whatever
+/// the source holds still while it writes).
+async fn serve_image(
+    shared: &Arc<Shared>,
+    wr: &mut OwnedWriteHalf,
+    peer: SocketAddr,
+) -> Result<(), ConvError> {
+    let Some(source) = shared.images.clone() else {
+        let detail = "this server does not give images (a master's tree changes under its \
+                      writers); bootstrap from a replica that follows with --listen"
+            .to_string();
+        return Err(refuse(wr, Refusal::NoImage, detail).await);
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(SEGMENT_CHUNK),
+        };
+        let header = source.write_image(&mut out)?;
+        std::io::Write::flush(&mut out).map_err(|source| crate::image::ImageError::Io {
+            context: "send the image".into(),
+            source,
+        })?;
+        Ok::<_, crate::image::ImageError>(header)
+    });
+    let mut bytes = 0u64;
+    while let Some(chunk) = rx.recv().await {
+        bytes += chunk.len() as u64;
+        send(wr, &Message::ImageChunk(chunk)).await?;
+    }
+    match writer.await {
+        Ok(Ok(header)) => {
+            send(wr, &Message::ImageEnd { bytes }).await?;
+            shared.log(format_args!(
+                "sent {peer} an image at {} ({bytes} bytes)",
+                header.position
+            ));
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            shared.log(format_args!("writing an image for {peer}: {e}"));
+            let detail = format!("writing the image failed: {e}");
+            Err(refuse(wr, Refusal::Busy, detail).await)
+        }
+        Err(e) => Err(ConvError::Local(format!("image writer: {e}"))),
+    }
+}
+
+/// Cuts what is written into chunks and hands them to the connection.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(SEGMENT_CHUNK));
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the replica asking for the image went away",
+            )
+        })
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(SEGMENT_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == SEGMENT_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
 /// A message's name, for errors.
 pub fn variant(m: &Message) -> &'static str {
     match m {
@@ -639,5 +749,8 @@ pub fn variant(m: &Message) -> &'static str {
         Message::Refused { .. } => "Refused",
         Message::Ack { .. } => "Ack",
         Message::Bye => "Bye",
+        Message::ImageRequest => "ImageRequest",
+        Message::ImageChunk(_) => "ImageChunk",
+        Message::ImageEnd { .. } => "ImageEnd",
     }
 }

@@ -53,6 +53,8 @@ pub enum Refusal {
     Ahead,
     Busy,
     Protocol,
+    /// The server gives no images (a master's mount: its tree changes under writes).
+    NoImage,
 }
 
 impl Refusal {
@@ -66,12 +68,13 @@ impl Refusal {
             Refusal::Ahead => "replica ahead of the server",
             Refusal::Busy => "server busy",
             Refusal::Protocol => "protocol error",
+            Refusal::NoImage => "no image here",
         }
     }
 }
 
 /// One protocol message. Replica to server: `Hello`, `Proof`, `Follow`,
-/// `Ack`, `Bye`. Server to replica: the rest.
+/// `Ack`, `Bye`, `ImageRequest`. Server to replica: the rest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     Hello {
@@ -137,6 +140,15 @@ pub enum Message {
         durable: Position,
     },
     Bye,
+    /// Instead of `Follow`: send an image of the server's tree and attic at
+    /// one position (docs/FORMAT.md), to bootstrap a replica from.
+    ImageRequest,
+    /// The next bytes of the image.
+    ImageChunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The image is complete: `bytes` in all. The server then closes.
+    ImageEnd {
+        bytes: u64,
+    },
 }
 
 /// A broken conversation.
