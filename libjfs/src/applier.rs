@@ -72,7 +72,8 @@ pub struct SlotState {
     /// A record that may be partly applied: (seq, fingerprint).
     pub in_flight: Option<(u64, u64)>,
     /// A record being undone and the undo step that may be partly applied.
-    pub undoing: Option<(u64, u32)>,
+    /// (seq, step, fingerprint of that step for its redo).
+    pub undoing: Option<(u64, u32, u64)>,
 }
 
 impl SlotState {
@@ -92,7 +93,7 @@ impl SlotState {
         b[16..48].copy_from_slice(&self.applied.chain);
         let (seq, fp) = self.in_flight.unwrap_or((0, 0));
         let (seq, fp, step) = match self.undoing {
-            Some((seq, step)) => (seq, 0, step + 1),
+            Some((seq, step, fp)) => (seq, fp, step + 1),
             None => (seq, fp, 0),
         };
         b[48..56].copy_from_slice(&seq.to_le_bytes());
@@ -117,13 +118,13 @@ impl SlotState {
             chain: b[16..48].try_into().unwrap(),
         };
         if step != 0 {
-            if u64_at(48) != applied.seq || applied.seq == 0 || u64_at(56) != 0 {
+            if u64_at(48) != applied.seq || applied.seq == 0 {
                 return None;
             }
             return Some(SlotState {
                 applied,
                 in_flight: None,
-                undoing: Some((applied.seq, step - 1)),
+                undoing: Some((applied.seq, step - 1, u64_at(56))),
             });
         }
         let in_flight = match u64_at(48) {
@@ -200,7 +201,7 @@ pub struct Applier {
     /// The record a crash left in flight, to be applied in redo form.
     redo: Option<(u64, u64)>,
     /// The undo a crash left in flight: (record, step), redone from that step.
-    undo_redo: Option<(u64, u32)>,
+    undo_redo: Option<(u64, u32, u64)>,
 }
 
 impl Applier {
@@ -277,7 +278,7 @@ impl Applier {
     /// The record a crash left half undone, which the next
     /// [`Applier::unapply`] must receive.
     pub fn undoing(&self) -> Option<u64> {
-        self.undo_redo.map(|(seq, _)| seq)
+        self.undo_redo.map(|(seq, _, _)| seq)
     }
 
     pub fn tree(&self) -> &Tree {
@@ -287,7 +288,7 @@ impl Applier {
     /// Applies `entry`, which must continue the applied position.
     pub fn apply(&mut self, entry: &Entry) -> Result<(), ApplyError> {
         let seq = entry.record.seq;
-        if let Some((undoing, _)) = self.undo_redo {
+        if let Some((undoing, _, _)) = self.undo_redo {
             return Err(ApplyError::Slot {
                 path: self
                     .slot
@@ -386,21 +387,27 @@ impl Applier {
                 reason: format!("record {} is half applied; replay it first", seq + 1),
             });
         }
-        let resume = self.undo_redo.filter(|&(s, _)| s == seq).map(|(_, k)| k);
+        let resume = self
+            .undo_redo
+            .filter(|&(s, _, _)| s == seq)
+            .map(|(_, k, fp)| (k, fp));
         for (k, step) in steps.iter().enumerate() {
             let k = k as u32;
-            if resume.is_some_and(|r| k < r) {
+            if resume.is_some_and(|(r, _)| k < r) {
                 continue;
             }
+            // As for records: the redo form of a step (an exchange) needs to
+            // know what was there before it.
+            let redo = resume.filter(|&(r, _)| r == k).map(|(_, fp)| fp);
+            let fingerprint = redo.unwrap_or_else(|| self.tree.fingerprint(&step.op));
             if let Some(slot) = &self.slot {
                 slot.write(&SlotState {
                     applied: self.applied,
                     in_flight: None,
-                    undoing: Some((seq, k)),
+                    undoing: Some((seq, k, fingerprint)),
                 })?;
             }
-            self.undo_redo = Some((seq, k));
-            let redo = (resume == Some(k)).then_some(0);
+            self.undo_redo = Some((seq, k, fingerprint));
             self.tree
                 .apply(&step.to_record(seq), redo)
                 .map_err(|source| ApplyError::Tree {
@@ -440,7 +447,7 @@ mod tests {
         let undo = SlotState {
             applied: s.applied,
             in_flight: None,
-            undoing: Some((7, 3)),
+            undoing: Some((7, 3, 99)),
         };
         assert_eq!(SlotState::decode(&undo.encode()), Some(undo));
         for b in [b, undo.encode()] {
