@@ -4,23 +4,24 @@
 //! journal and tree, or refuse to go on, with its tree left as it was.
 
 mod common;
+#[path = "common/proc.rs"]
+mod proc;
 #[path = "common/proxy.rs"]
 mod proxy;
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bin, is_mounted, ok, real_sources, run};
+use common::{is_mounted, ok, real_sources, run};
 use libjfs::compare::{compare_trees, CompareOptions};
+use proc::Proc;
 use proxy::Proxy;
-use rustix::process::Signal;
 use serde_json::Value;
 
 /// How long a replica may take to catch up after the writes stop.
@@ -28,169 +29,6 @@ const CONVERGE: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------
 // Processes
-
-/// A child process whose stderr a thread collects (so it never blocks on a
-/// full pipe). Dropping it kills and reaps the process and lazily unmounts
-/// its mount point, even when the test failed half-way.
-struct Proc {
-    what: String,
-    child: Option<Child>,
-    err: Arc<Mutex<String>>,
-    mnt: Option<PathBuf>,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[&dyn AsRef<OsStr>], mnt: Option<&Path>) -> Proc {
-        let mut cmd = Command::new(bin(name));
-        for a in args {
-            cmd.arg(a);
-        }
-        let what = format!(
-            "{name} {}",
-            args.iter()
-                .map(|a| a.as_ref().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {what}: {e}"));
-        let stderr = child.stderr.take().unwrap();
-        let err = Arc::new(Mutex::new(String::new()));
-        let sink = err.clone();
-        thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Proc {
-            what,
-            child: Some(child),
-            err,
-            mnt: mnt.map(Path::to_owned),
-            status: None,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.err.lock().unwrap().clone()
-    }
-
-    /// Waits for a stderr line holding `pat`; returns what follows `pat` on it.
-    fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.stderr().lines().find(|l| l.contains(pat)) {
-                let at = line.find(pat).unwrap() + pat.len();
-                return line[at..].trim().to_owned();
-            }
-            if let Some(st) = self.try_status() {
-                // Let the reader thread take the last lines before giving up.
-                thread::sleep(Duration::from_millis(200));
-                if let Some(line) = self.stderr().lines().find(|l| l.contains(pat)) {
-                    let at = line.find(pat).unwrap() + pat.len();
-                    return line[at..].trim().to_owned();
-                }
-                panic!(
-                    "{} exited with {st} before saying {pat:?}:\n{}",
-                    self.what,
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not say {pat:?} within {timeout:?}:\n{}",
-                self.what,
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The exit status once the process has exited.
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            if let Some(c) = self.child.as_mut() {
-                if let Some(st) = c.try_wait().unwrap() {
-                    self.status = Some(st);
-                    self.child = None;
-                }
-            }
-        }
-        self.status
-    }
-
-    fn running(&mut self) -> bool {
-        self.try_status().is_none()
-    }
-
-    fn signal(&self, sig: Signal) {
-        let child = self.child.as_ref().expect("the process has exited");
-        rustix::process::kill_process(rustix::process::Pid::from_child(child), sig)
-            .expect("signal the process");
-    }
-
-    /// Waits for the process to exit by itself.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_status() {
-                // Let the reader thread take the last lines.
-                thread::sleep(Duration::from_millis(50));
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {timeout:?}:\n{}",
-                self.what,
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(&mut self) -> ExitStatus {
-        self.signal(Signal::TERM);
-        self.wait_exit(Duration::from_secs(60))
-    }
-
-    /// SIGKILL; a mount it served is lazily unmounted.
-    fn kill9(&mut self) {
-        self.signal(Signal::KILL);
-        self.wait_exit(Duration::from_secs(30));
-        self.unmount_dead();
-    }
-
-    fn unmount_dead(&self) {
-        if let Some(m) = &self.mnt {
-            if is_mounted(m) {
-                let _ = Command::new("fusermount3")
-                    .arg("-u")
-                    .arg("-z")
-                    .arg(m)
-                    .status();
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.unmount_dead();
-    }
-}
 
 /// `jfs-master mount VOL MNT --listen 127.0.0.1:0`, mounted and serving.
 struct Master {
@@ -1045,7 +883,7 @@ fn a_stalled_replica_neither_blocks_the_master_nor_grows_its_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (vol, mnt) = master_volume(dir.path());
     let master = Master::start(&vol, &mnt, &["--sync", "interval:5"]);
-    let pid = master.p.child.as_ref().unwrap().id();
+    let pid = master.p.id();
     let proxy = Proxy::start(master.addr);
     let rvol = dir.path().join("replica");
     init_replica(&rvol, &proxy.addr().to_string(), &vol);

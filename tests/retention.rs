@@ -2,154 +2,22 @@
 //! stops following, and trims that keep what it needs until forced.
 
 mod common;
+#[path = "common/proc.rs"]
+mod proc;
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bin, is_mounted, ok, run};
+use common::{is_mounted, ok, run};
 use libjfs::compare::{compare_trees, CompareOptions};
+use proc::Proc;
 use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-/// A child process whose stderr a thread collects. Dropping it kills and
-/// reaps the process and lazily unmounts its mount point.
-struct Proc {
-    what: String,
-    child: Option<Child>,
-    err: Arc<Mutex<String>>,
-    mnt: Option<PathBuf>,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[&dyn AsRef<OsStr>], mnt: Option<&Path>) -> Proc {
-        let mut cmd = Command::new(bin(name));
-        for a in args {
-            cmd.arg(a);
-        }
-        let what = format!(
-            "{name} {}",
-            args.iter()
-                .map(|a| a.as_ref().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {what}: {e}"));
-        let stderr = child.stderr.take().unwrap();
-        let err = Arc::new(Mutex::new(String::new()));
-        let sink = err.clone();
-        thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Proc {
-            what,
-            child: Some(child),
-            err,
-            mnt: mnt.map(Path::to_owned),
-            status: None,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.err.lock().unwrap().clone()
-    }
-
-    /// Waits for a stderr line holding `pat`; returns what follows it.
-    fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.stderr().lines().find(|l| l.contains(pat)) {
-                let at = line.find(pat).unwrap() + pat.len();
-                return line[at..].trim().to_owned();
-            }
-            if let Some(st) = self.try_status() {
-                panic!("{} exited with {st}:\n{}", self.what, self.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not say {pat:?}:\n{}",
-                self.what,
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            if let Some(c) = self.child.as_mut() {
-                if let Some(st) = c.try_wait().unwrap() {
-                    self.status = Some(st);
-                    self.child = None;
-                }
-            }
-        }
-        self.status
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_status() {
-                thread::sleep(Duration::from_millis(50));
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit:\n{}",
-                self.what,
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(&mut self) -> ExitStatus {
-        let child = self.child.as_ref().expect("the process has exited");
-        rustix::process::kill_process(
-            rustix::process::Pid::from_child(child),
-            rustix::process::Signal::TERM,
-        )
-        .unwrap();
-        self.wait_exit(Duration::from_secs(30))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Some(m) = &self.mnt {
-            if is_mounted(m) {
-                let _ = Command::new("fusermount3")
-                    .arg("-u")
-                    .arg("-z")
-                    .arg(m)
-                    .status();
-            }
-        }
-    }
-}
 
 /// `jfs-master mount VOL MNT --listen 127.0.0.1:0`; returns it and its address.
 fn mount_master(vol: &Path, mnt: &Path) -> (Proc, String) {
