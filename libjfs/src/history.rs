@@ -102,15 +102,40 @@ fn tree_err(path: &RelPath, what: &str, e: std::io::Error) -> TreeError {
 /// The before-images of `op`, read from `tree` just before it is applied as
 /// record `seq` with `mtimes`.
 pub fn capture(tree: &Tree, op: &Op, mtimes: &[SetMtime], seq: u64) -> Result<Vec<BeforeImage>> {
+    // A file operation opens the file anyway; its mtime comes with it.
+    let mut content = Vec::new();
+    let file = match op {
+        Op::Write { path, offset, data } => {
+            file_range(tree, path, *offset, data.len() as u64, &mut content)?.map(|t| (path, t))
+        }
+        Op::Truncate { path, size } => {
+            file_range(tree, path, *size, u64::MAX, &mut content)?.map(|t| (path, t))
+        }
+        Op::Fallocate {
+            path, offset, len, ..
+        } => file_range(tree, path, *offset, *len, &mut content)?.map(|t| (path, t)),
+        Op::CopyRange {
+            dst,
+            dst_offset,
+            len,
+            ..
+        } => file_range(tree, dst, *dst_offset, *len, &mut content)?.map(|t| (dst, t)),
+        _ => None,
+    };
     let mut before = Vec::new();
     for m in mtimes {
-        if let Some(st) = tree.lstat(&m.node)? {
+        let mtime = match (&m.node, file) {
+            (Node::Path(p), Some((path, t))) if p == path => Some(t),
+            _ => tree.lstat(&m.node)?.map(|st| mtime_of(&st)),
+        };
+        if let Some(mtime) = mtime {
             before.push(BeforeImage::Mtime(SetMtime {
                 node: m.node.clone(),
-                mtime: mtime_of(&st),
+                mtime,
             }));
         }
     }
+    before.append(&mut content);
     match op {
         Op::Create { .. }
         | Op::Mkdir { .. }
@@ -131,19 +156,7 @@ pub fn capture(tree: &Tree, op: &Op, mtimes: &[SetMtime], seq: u64) -> Result<Ve
                 }
             }
         }
-        Op::Write { path, offset, data } => {
-            file_range(tree, path, *offset, data.len() as u64, &mut before)?
-        }
-        Op::Truncate { path, size } => file_range(tree, path, *size, u64::MAX, &mut before)?,
-        Op::Fallocate {
-            path, offset, len, ..
-        } => file_range(tree, path, *offset, *len, &mut before)?,
-        Op::CopyRange {
-            dst,
-            dst_offset,
-            len,
-            ..
-        } => file_range(tree, dst, *dst_offset, *len, &mut before)?,
+        Op::Write { .. } | Op::Truncate { .. } | Op::Fallocate { .. } | Op::CopyRange { .. } => {}
         Op::SetAttr { node, .. } => {
             if let Some(st) = tree.lstat(node)? {
                 before.push(attr(&st));
@@ -184,24 +197,27 @@ fn attr(st: &rustix::fs::Stat) -> BeforeImage {
 /// The size of `path` and its data within `offset .. offset + len` (clipped
 /// to the size), as before-images. A missing file captures nothing: the
 /// record will be refused.
+/// Returns the file's mtime, or `None` when it is not there to read.
 fn file_range(
     tree: &Tree,
     path: &RelPath,
     offset: u64,
     len: u64,
     before: &mut Vec<BeforeImage>,
-) -> Result<()> {
+) -> Result<Option<Timestamp>> {
     let Some(file) = open_existing(tree, path)? else {
-        return Ok(());
+        return Ok(None);
     };
-    let size = file
-        .metadata()
-        .map_err(|e| tree_err(path, "stat", e))?
-        .len();
+    let md = file.metadata().map_err(|e| tree_err(path, "stat", e))?;
+    let mtime = {
+        use std::os::unix::fs::MetadataExt;
+        Timestamp::new(md.mtime(), md.mtime_nsec() as u32)
+    };
+    let size = md.len();
     before.push(BeforeImage::Size(size));
     let (offset, end) = block_range(offset, offset.saturating_add(len), size);
     if offset >= end {
-        return Ok(());
+        return Ok(Some(mtime));
     }
     let extents = crate::compare::data_extents_between(&file, offset, end)
         .map_err(|e| tree_err(path, "seek data", e.into()))?;
@@ -214,15 +230,16 @@ fn file_range(
             data,
         });
     }
-    Ok(())
+    Ok(Some(mtime))
 }
 
+/// The regular file at `path`, `None` if there is none (the record will be
+/// refused when it is applied).
 fn open_existing(tree: &Tree, path: &RelPath) -> Result<Option<std::fs::File>> {
-    match tree.lstat(&Node::Path(path.clone()))? {
-        Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-            tree.open_file(path).map(Some)
-        }
-        _ => Ok(None),
+    match tree.open_file(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(TreeError::Refused { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
