@@ -245,12 +245,13 @@ fn open_existing(tree: &Tree, path: &RelPath) -> Result<Option<std::fs::File>> {
 
 /// Cuts `op` into operations, applied in order with the same effect, whose
 /// before-images each fit one record ([`MAX_BEFORE`] bytes of data and
-/// [`MAX_BEFORE_IMAGES`] images). Most operations come back whole.
-pub fn split(tree: &Tree, op: &Op) -> Result<Vec<Op>> {
+/// [`MAX_BEFORE_IMAGES`] images). `None`, for most operations: keep it whole
+/// (no copy of the operation's data is made).
+pub fn split(tree: &Tree, op: &Op) -> Result<Option<Vec<Op>>> {
     let (path, offset, len) = match op {
         // Too short to need cutting, whatever it overwrites: no I/O.
         Op::Write { data, .. } if data.len() as u64 + 2 * BLOCK <= MAX_BEFORE as u64 => {
-            return Ok(vec![op.clone()])
+            return Ok(None)
         }
         Op::Write { path, offset, data } => (path, *offset, data.len() as u64),
         Op::Truncate { path, size } => (path, *size, u64::MAX),
@@ -263,10 +264,10 @@ pub fn split(tree: &Tree, op: &Op) -> Result<Vec<Op>> {
             len,
             ..
         } => (dst, *dst_offset, *len),
-        _ => return Ok(vec![op.clone()]),
+        _ => return Ok(None),
     };
     let Some(file) = open_existing(tree, path)? else {
-        return Ok(vec![op.clone()]);
+        return Ok(None);
     };
     let size = file
         .metadata()
@@ -274,7 +275,7 @@ pub fn split(tree: &Tree, op: &Op) -> Result<Vec<Op>> {
         .len();
     let (lo, end) = block_range(offset, offset.saturating_add(len), size);
     if lo >= end {
-        return Ok(vec![op.clone()]);
+        return Ok(None);
     }
     let extents = crate::compare::data_extents_between(&file, lo, end)
         .map_err(|e| tree_err(path, "seek data", e.into()))?;
@@ -291,13 +292,13 @@ pub fn split(tree: &Tree, op: &Op) -> Result<Vec<Op>> {
     }
     cuts.retain(|&c| c > offset && c < offset.saturating_add(len));
     if cuts.is_empty() {
-        return Ok(vec![op.clone()]);
+        return Ok(None);
     }
     let mut bounds = vec![offset];
     bounds.extend(cuts);
     bounds.push(offset.saturating_add(len));
     let pieces = bounds.windows(2).map(|w| (w[0], w[1]));
-    Ok(match op {
+    Ok(Some(match op {
         Op::Write { path, data, .. } => pieces
             .map(|(a, b)| Op::Write {
                 path: path.clone(),
@@ -340,7 +341,7 @@ pub fn split(tree: &Tree, op: &Op) -> Result<Vec<Op>> {
             })
             .collect(),
         _ => unreachable!("only file operations are split"),
-    })
+    }))
 }
 
 /// Offsets to cut at so that each piece holds at most [`MAX_BEFORE`] bytes

@@ -508,7 +508,7 @@ impl MasterFs {
         let mut vol = self.vol.lock().unwrap_or_else(|p| p.into_inner());
         let r = vol.commit_with(time, op, mtimes);
         if let (Ok(pos), Some(ino)) = (&r, open) {
-            if vol.history() && self.handle_file_for(ino).is_some() {
+            if vol.history() && self.is_open(ino) {
                 let attic = vol.attic_path();
                 if attic.join(pos.seq.to_string()).exists() {
                     if let Err(e) = crate::history::detach_attic_entry(&attic, pos.seq) {
@@ -563,6 +563,12 @@ impl MasterFs {
         }
         let path = self.path_of(ino)?;
         self.stat_path(path.as_ref())
+    }
+
+    /// Whether a handle of `ino` is open (without duplicating its descriptor).
+    fn is_open(&self, ino: u64) -> bool {
+        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        handles.values().any(|h| h.ino == ino)
     }
 
     fn handle_file_for(&self, ino: u64) -> Option<File> {

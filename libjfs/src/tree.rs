@@ -743,9 +743,11 @@ impl Tree {
 
     /// `lstat` of a node, `None` if it does not exist.
     pub(crate) fn lstat(&self, node: &Node) -> Result<Option<rfs::Stat>> {
+        // One `statat` on the pinned directory: no descriptor for the node
+        // itself (this runs before every journaled change).
         let at = self.node_at(node)?;
-        match Tree::open_path(&at) {
-            Ok((_, st)) => Ok(Some(st)),
+        match rfs::statat(at.dir.fd(), at.name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(missing_exists_or_io_node(node, "stat", e)),
         }

@@ -435,8 +435,11 @@ impl Volume {
                 source,
             })
         };
-        let pieces =
-            crate::history::split(self.applier.tree(), &op).map_err(|e| tree_err(&op, e))?;
+        let pieces = match crate::history::split(self.applier.tree(), &op) {
+            Ok(Some(pieces)) => pieces,
+            Ok(None) => vec![op],
+            Err(e) => return Err(tree_err(&op, e)),
+        };
         let mut position = self.journal.head();
         for op in pieces {
             let seq = self.journal.head().seq + 1;
