@@ -14,6 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
@@ -159,6 +160,11 @@ pub struct Journal {
     frame_buf: Vec<u8>,
     /// Active length and head before the last append, while it can be retracted.
     before_last: Option<(u64, Position)>,
+    /// The previous active segment, full and taking no more records, while
+    /// `sealing` turns it into a sealed segment; see [`Journal::seal_if_full`].
+    retired: Option<Active>,
+    /// The thread sealing `retired`.
+    sealing: Option<JoinHandle<Result<Sealed>>>,
 }
 
 fn segment_name(first_seq: u64, ext: &str) -> String {
@@ -227,6 +233,8 @@ impl Journal {
             read_only: false,
             frame_buf: Vec::new(),
             before_last: None,
+            retired: None,
+            sealing: None,
         })
     }
 
@@ -332,9 +340,10 @@ impl Journal {
             });
         }
 
-        // Active segments: the one that continues the sealed ones is kept; one
-        // that a seal already copied is a leftover.
-        let mut active: Option<(PathBuf, ActiveHeader)> = None;
+        // Active segments: one that a seal already copied is a leftover. Of
+        // the others, the newest takes appends, and one before it is a full
+        // segment whose sealing was interrupted (see `Journal::seal_if_full`).
+        let mut actives: Vec<(PathBuf, ActiveHeader)> = Vec::new();
         for path in listing.active {
             let header = read_active_header(&path)?;
             check_volume(&path, volume_id, header.volume_id)?;
@@ -348,14 +357,45 @@ impl Journal {
                 }
                 continue;
             }
-            if active.is_some() {
+            if actives.len() == 2 {
                 return Err(layout(format!(
-                    "two active segments, the second {}",
+                    "three active segments, the third {}",
                     path.display()
                 )));
             }
-            active = Some((path, header));
+            actives.push((path, header));
         }
+        let mut retired = None;
+        if actives.len() == 2 {
+            let (path, header) = actives.remove(0);
+            if !sealed.is_empty() && header.start() != head {
+                return Err(layout(format!(
+                    "active segment {} starts at {} but the sealed ones end at {}",
+                    path.display(),
+                    header.start(),
+                    head
+                )));
+            }
+            let (len, end, torn) = scan_active(&path, header)?;
+            let end = end.unwrap_or(header.start());
+            if torn.is_none() && end == actives[0].1.start() {
+                head = end;
+                retired = Some((path, header, len));
+            } else {
+                // The full segment lost its tail: the system stopped before
+                // it was written back. Nothing in the next one was ever made
+                // durable, since `sync` writes the full one back first, so
+                // the next one goes and this one takes appends again.
+                let (newer, _) = actives.pop().expect("two actives");
+                if !read_only {
+                    fs::remove_file(&newer)
+                        .map_err(io_err(format!("remove {}", newer.display())))?;
+                    recovery.removed.push(newer);
+                }
+                actives.push((path, header));
+            }
+        }
+        let active = actives.pop();
         let active = match active {
             Some((path, header)) => {
                 if !sealed.is_empty() && header.start() != head {
@@ -410,7 +450,7 @@ impl Journal {
                 create_active(dir, header)?
             }
         };
-        let journal = Journal {
+        let mut journal = Journal {
             dir: dir.to_owned(),
             volume_id,
             config,
@@ -420,7 +460,21 @@ impl Journal {
             read_only,
             frame_buf: Vec::new(),
             before_last: None,
+            retired: None,
+            sealing: None,
         };
+        if let Some((path, header, len)) = retired {
+            let file = File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
+            journal.retired = Some(Active {
+                path,
+                file,
+                header,
+                len,
+            });
+            if !read_only {
+                journal.finish_retired(true)?;
+            }
+        }
         Ok((journal, recovery))
     }
 
@@ -439,9 +493,11 @@ impl Journal {
 
     /// Sequence number of the oldest record still held.
     pub fn first_seq(&self) -> u64 {
-        self.sealed
-            .first()
-            .map_or(self.active.header.first_seq, |s| s.header.first_seq)
+        match (self.sealed.first(), &self.retired) {
+            (Some(s), _) => s.header.first_seq,
+            (None, Some(r)) => r.header.first_seq,
+            (None, None) => self.active.header.first_seq,
+        }
     }
 
     /// Appends `record`, whose `seq` must be `head().seq + 1`. The bytes are in
@@ -521,10 +577,13 @@ impl Journal {
         if self.read_only {
             return Ok(());
         }
-        self.active
-            .file
-            .sync_data()
-            .map_err(io_err(format!("sync {}", self.active.path.display())))
+        // The full segment first: recovery relies on it (see `open`).
+        for seg in self.retired.iter().chain([&self.active]) {
+            seg.file
+                .sync_data()
+                .map_err(io_err(format!("sync {}", seg.path.display())))?;
+        }
+        Ok(())
     }
 
     /// True when the active segment has reached the configured size.
@@ -532,17 +591,29 @@ impl Journal {
         self.active.len >= self.config.segment_bytes
     }
 
-    /// Seals the active segment if it is full. Returns the sealed segment.
+    /// Called after appends: moves a full active segment aside and seals it
+    /// on a thread of its own, so the append that fills a segment does not
+    /// wait for compressing, hashing and writing it. Appends go on in a new
+    /// active segment meanwhile; readers read the full one until its sealed
+    /// copy is in place. One segment is sealed at a time: when the next one
+    /// fills first, this waits for that seal.
+    ///
+    /// Returns the segment whose sealing finished, if one did.
     pub fn seal_if_full(&mut self) -> Result<Option<SegmentInfo>> {
+        // A failed background seal is retried, and reported, below or by `seal`.
+        let mut done = self.finish_retired(false).unwrap_or(None);
         if self.is_full() {
-            self.seal()
-        } else {
-            Ok(None)
+            if let Some(info) = self.finish_retired(true)? {
+                done = Some(info);
+            }
+            self.retire_active()?;
         }
+        Ok(done)
     }
 
     /// Seals the active segment (if it holds any record) into an immutable,
-    /// compressed, checksummed file and starts a new active segment.
+    /// compressed, checksummed file and starts a new active segment, after
+    /// finishing a seal begun by [`Journal::seal_if_full`].
     ///
     /// Crash-safe in every step: the sealed file appears whole (written to a
     /// temporary name, synced, renamed), and until the old active file is
@@ -551,36 +622,101 @@ impl Journal {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
+        self.finish_retired(true)?;
         let start = self.active.header.start();
         if self.head.seq == start.seq {
             return Ok(None);
         }
-        let raw_len = self.active.len - ACTIVE_HEADER_LEN as u64;
-        let mut raw = vec![0u8; raw_len as usize];
-        self.active
-            .file
-            .read_exact_at(&mut raw, ACTIVE_HEADER_LEN as u64)
-            .map_err(io_err(format!("read {}", self.active.path.display())))?;
-        let (compression, body) = match self.config.zstd_level {
-            Some(level) => (
-                Compression::Zstd,
-                zstd::bulk::compress(&raw, level).map_err(io_err("compress segment"))?,
-            ),
-            None => (Compression::None, raw),
-        };
-        let header = SealedHeader {
-            volume_id: self.volume_id,
-            compression,
-            first_seq: start.seq + 1,
-            last_seq: self.head.seq,
-            prev_chain: start.chain,
-            last_chain: self.head.chain,
-            raw_len,
-            body_len: body.len() as u64,
-            body_sha256: Sha256::digest(&body).into(),
-        };
+        let (header, body) = self.to_seal(&self.active)?.body()?;
         self.add_sealed(header, &[&header.encode(), &body])
             .map(Some)
+    }
+
+    /// What sealing `seg`, which ends at the head or at the active segment's
+    /// start, takes; it can move to another thread.
+    fn to_seal(&self, seg: &Active) -> Result<ToSeal> {
+        let end = if seg.path == self.active.path {
+            self.head
+        } else {
+            self.active.header.start()
+        };
+        Ok(ToSeal {
+            dir: self.dir.clone(),
+            volume_id: self.volume_id,
+            zstd_level: self.config.zstd_level,
+            file: seg
+                .file
+                .try_clone()
+                .map_err(io_err(format!("open {}", seg.path.display())))?,
+            path: seg.path.clone(),
+            header: seg.header,
+            len: seg.len,
+            end,
+        })
+    }
+
+    /// Starts a new active segment after the head and seals the old one on
+    /// a thread (or here, if no thread can be started).
+    fn retire_active(&mut self) -> Result<()> {
+        debug_assert!(self.retired.is_none());
+        if self.head.seq == self.active.header.start().seq {
+            return Ok(());
+        }
+        let next = ActiveHeader {
+            volume_id: self.volume_id,
+            first_seq: self.head.seq + 1,
+            prev_chain: self.head.chain,
+        };
+        let old = std::mem::replace(&mut self.active, create_active(&self.dir, next)?);
+        self.before_last = None;
+        let job = self.to_seal(&old)?;
+        self.retired = Some(old);
+        let thread = std::thread::Builder::new()
+            .name("jfs-seal".into())
+            .spawn(move || job.write());
+        match thread {
+            Ok(handle) => self.sealing = Some(handle),
+            Err(_) => {
+                self.finish_retired(true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the sealed copy of the retired segment in its place, once the
+    /// thread sealing it is done (or, with `wait`, after waiting for it; a
+    /// seal that failed is tried again here). Returns the sealed segment.
+    fn finish_retired(&mut self, wait: bool) -> Result<Option<SegmentInfo>> {
+        let Some(retired) = &self.retired else {
+            return Ok(None);
+        };
+        let sealed = match self.sealing.take() {
+            Some(handle) if wait || handle.is_finished() => handle.join().unwrap_or_else(|_| {
+                Err(JournalError::Layout {
+                    dir: self.dir.clone(),
+                    reason: format!("sealing {} failed (panic)", retired.path.display()),
+                })
+            }),
+            Some(handle) => {
+                self.sealing = Some(handle);
+                return Ok(None);
+            }
+            None if wait => self.to_seal(retired)?.write(),
+            None => return Ok(None),
+        }?;
+        let old = self.retired.take().expect("a retired segment");
+        let info = SegmentInfo {
+            path: sealed.path.clone(),
+            sealed: true,
+            first_seq: sealed.header.first_seq,
+            last_seq: sealed.header.last_seq,
+            file_bytes: sealed.file_bytes,
+        };
+        self.sealed.push(sealed);
+        drop(old.file);
+        fs::remove_file(&old.path).map_err(io_err(format!("remove {}", old.path.display())))?;
+        sync_dir(&self.dir)?;
+        Ok(Some(info))
     }
 
     /// Writes a sealed segment file (crash-safe, see [`Journal::seal`]) that
@@ -626,6 +762,15 @@ impl Journal {
                 file_bytes: s.file_bytes,
             })
             .collect();
+        if let Some(r) = &self.retired {
+            v.push(SegmentInfo {
+                path: r.path.clone(),
+                sealed: false,
+                first_seq: r.header.first_seq,
+                last_seq: self.active.header.first_seq - 1,
+                file_bytes: r.len,
+            });
+        }
         v.push(SegmentInfo {
             path: self.active.path.clone(),
             sealed: false,
@@ -640,7 +785,13 @@ impl Journal {
     /// take to ship them all.
     pub fn raw_bytes(&self) -> u64 {
         let sealed: u64 = self.sealed.iter().map(|s| s.header.raw_len).sum();
-        sealed + self.active.len - ACTIVE_HEADER_LEN as u64
+        let active: u64 = self
+            .retired
+            .iter()
+            .chain([&self.active])
+            .map(|a| a.len - ACTIVE_HEADER_LEN as u64)
+            .sum();
+        sealed + active
     }
 
     /// Adds a sealed segment received from another journal of this volume,
@@ -747,11 +898,17 @@ impl Journal {
             .filter(|s| s.header.last_seq >= from)
             .map(|s| Source::Sealed(s.clone()))
             .collect();
-        sources.push_back(Source::Active {
-            path: self.active.path.clone(),
-            header: self.active.header,
-            len: self.active.len,
-        });
+        let retired = self
+            .retired
+            .iter()
+            .filter(|_| self.active.header.first_seq > from);
+        for a in retired.chain([&self.active]) {
+            sources.push_back(Source::Active {
+                path: a.path.clone(),
+                header: a.header,
+                len: a.len,
+            });
+        }
         Ok(Reader {
             volume_id: self.volume_id,
             from,
@@ -772,8 +929,13 @@ impl Journal {
         if let Some(s) = self.sealed.iter().find(|s| s.header.first_seq == seq + 1) {
             return Ok(s.header.start());
         }
-        if self.active.header.first_seq == seq + 1 {
-            return Ok(self.active.header.start());
+        if let Some(a) = self
+            .retired
+            .iter()
+            .chain([&self.active])
+            .find(|a| a.header.first_seq == seq + 1)
+        {
+            return Ok(a.header.start());
         }
         match self.read_from(seq)?.next() {
             Some(Ok(e)) if e.position.seq == seq => Ok(e.position),
@@ -784,6 +946,74 @@ impl Journal {
                 last: self.head.seq,
             }),
         }
+    }
+}
+
+impl Drop for Journal {
+    /// A seal still running finishes first, so no thread writes in the
+    /// journal's directory once it is closed; the old active file it leaves
+    /// is removed by the next [`Journal::open`].
+    fn drop(&mut self) {
+        if let Some(handle) = self.sealing.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// One active segment to seal, with all it takes: see [`Journal::seal`].
+struct ToSeal {
+    dir: PathBuf,
+    volume_id: VolumeId,
+    zstd_level: Option<i32>,
+    file: File,
+    path: PathBuf,
+    header: ActiveHeader,
+    /// File length: header plus whole frames.
+    len: u64,
+    /// Position after the last record.
+    end: Position,
+}
+
+impl ToSeal {
+    /// The sealed header and body.
+    fn body(&self) -> Result<(SealedHeader, Vec<u8>)> {
+        let start = self.header.start();
+        let raw_len = self.len - ACTIVE_HEADER_LEN as u64;
+        let mut raw = vec![0u8; raw_len as usize];
+        self.file
+            .read_exact_at(&mut raw, ACTIVE_HEADER_LEN as u64)
+            .map_err(io_err(format!("read {}", self.path.display())))?;
+        let (compression, body) = match self.zstd_level {
+            Some(level) => (
+                Compression::Zstd,
+                zstd::bulk::compress(&raw, level).map_err(io_err("compress segment"))?,
+            ),
+            None => (Compression::None, raw),
+        };
+        let header = SealedHeader {
+            volume_id: self.volume_id,
+            compression,
+            first_seq: start.seq + 1,
+            last_seq: self.end.seq,
+            prev_chain: start.chain,
+            last_chain: self.end.chain,
+            raw_len,
+            body_len: body.len() as u64,
+            body_sha256: Sha256::digest(&body).into(),
+        };
+        Ok((header, body))
+    }
+
+    /// Writes the sealed file beside the active one, durably.
+    fn write(self) -> Result<Sealed> {
+        let (header, body) = self.body()?;
+        let name = segment_name(header.first_seq, SEALED_EXT);
+        let path = write_atomic(&self.dir, &name, &[&header.encode(), &body])?;
+        Ok(Sealed {
+            path,
+            header,
+            file_bytes: (SEALED_HEADER_LEN + body.len()) as u64,
+        })
     }
 }
 
@@ -1167,7 +1397,21 @@ impl Reader {
                 }
                 Source::Active { path, header, len } => {
                     let ctx = format!("read {}", path.display());
-                    let f = File::open(&path).map_err(io_err(&ctx))?;
+                    let f = match File::open(&path) {
+                        Ok(f) => f,
+                        // Sealed since the journal was read: the same records.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            let sealed = path.with_extension(SEALED_EXT);
+                            let (header, file_bytes) = read_sealed_header(&sealed)?;
+                            self.sources.push_front(Source::Sealed(Sealed {
+                                path: sealed,
+                                header,
+                                file_bytes,
+                            }));
+                            continue;
+                        }
+                        Err(e) => return Err(io_err(&ctx)(e)),
+                    };
                     let mut buf = vec![0u8; len as usize];
                     f.read_exact_at(&mut buf, 0).map_err(io_err(&ctx))?;
                     if ActiveHeader::decode(&buf).ok() != Some(header) {

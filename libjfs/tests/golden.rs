@@ -1495,3 +1495,169 @@ fn impossible_frame_length_is_corruption() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Sealing beside appends
+// ---------------------------------------------------------------------------
+
+fn small_segments() -> JournalConfig {
+    JournalConfig {
+        segment_bytes: 4096,
+        zstd_level: Some(3),
+    }
+}
+
+/// `n` records of a few hundred bytes each, so 4 KiB segments fill often.
+fn write_records(n: u64) -> Vec<Record> {
+    (1..=n)
+        .map(|seq| {
+            record(
+                seq,
+                Op::Write {
+                    path: p(b"f"),
+                    offset: seq * 100,
+                    data: vec![seq as u8; 100 + (seq as usize * 37) % 400],
+                },
+            )
+        })
+        .collect()
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn full_segments_are_sealed_while_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let records = write_records(400);
+    let mut j = Journal::create(&jdir, VOL, small_segments()).unwrap();
+    let mut sealed_seen = 0;
+    for (i, r) in records.iter().enumerate() {
+        j.append(r).unwrap();
+        if j.seal_if_full().unwrap().is_some() {
+            sealed_seen += 1;
+        }
+        if i % 25 == 0 {
+            // Readers see every record, whether its segment is active,
+            // being sealed, or sealed.
+            let got = read_all(&j).unwrap();
+            assert_eq!(records_of(&got), records[..=i]);
+            let ro = Journal::open_read_only(&jdir, Some(VOL)).unwrap();
+            assert_eq!(ro.head(), j.head());
+            assert_eq!(records_of(&read_all(&ro).unwrap()), records[..=i]);
+        }
+    }
+    let segments = j.segments();
+    assert!(sealed_seen >= 10, "only {sealed_seen} seals finished");
+    assert!(segments.iter().filter(|s| !s.sealed).count() <= 2);
+    for w in segments.windows(2) {
+        assert_eq!(w[1].first_seq, w[0].last_seq + 1, "{segments:?}");
+    }
+    let head = j.head();
+    drop(j);
+
+    let (j, _) = Journal::open(&jdir, VOL, small_segments()).unwrap();
+    assert_eq!(j.head(), head);
+    assert_eq!(records_of(&read_all(&j).unwrap()), records);
+    let names = names_in(&jdir);
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".active")).count(),
+        1,
+        "{names:?}"
+    );
+    assert!(j.segments().iter().filter(|s| s.sealed).count() >= 10);
+}
+
+#[test]
+fn a_reader_follows_a_segment_into_its_sealed_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let records = write_records(40);
+    let mut j = Journal::create(&jdir, VOL, small_segments()).unwrap();
+    let mut n = 0;
+    while !j.is_full() {
+        j.append(&records[n]).unwrap();
+        n += 1;
+    }
+    j.seal_if_full().unwrap();
+    j.append(&records[n]).unwrap();
+    let reader = j.read_from(1).unwrap();
+    // The full segment's sealed copy takes its place before the reader
+    // opens it.
+    j.seal().unwrap();
+    assert!(!active_path(&jdir, 1).exists());
+    let got: Vec<Entry> = reader.collect::<Result<_, _>>().unwrap();
+    assert_eq!(records_of(&got), records[..=n]);
+}
+
+/// A journal stopped while it sealed a full segment: the full segment
+/// (records 1 to 10) and the next active one (11 to 15) are both active
+/// files, and no sealed copy exists yet. `cut` shortens the full one.
+fn interrupted_seal(jdir: &Path, cut: Option<u64>) -> Vec<Record> {
+    let records = write_records(15);
+    let mut j = Journal::create(jdir, VOL, config(true)).unwrap();
+    for r in &records[..10] {
+        j.append(r).unwrap();
+    }
+    j.sync().unwrap();
+    let full = fs::read(active_path(jdir, 1)).unwrap();
+    j.seal().unwrap();
+    for r in &records[10..] {
+        j.append(r).unwrap();
+    }
+    j.sync().unwrap();
+    drop(j);
+    fs::remove_file(sealed_path(jdir, 1)).unwrap();
+    let len = cut.map_or(full.len(), |c| c as usize);
+    fs::write(active_path(jdir, 1), &full[..len]).unwrap();
+    records
+}
+
+#[test]
+fn an_interrupted_seal_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let records = interrupted_seal(&jdir, None);
+
+    let ro = Journal::open_read_only(&jdir, Some(VOL)).unwrap();
+    assert_eq!(records_of(&read_all(&ro).unwrap()), records);
+    assert_eq!(ro.segments().len(), 2);
+    drop(ro);
+
+    let (j, recovery) = Journal::open(&jdir, VOL, config(true)).unwrap();
+    assert_eq!(recovery.torn_tail, None);
+    assert_eq!(records_of(&read_all(&j).unwrap()), records);
+    assert_eq!(
+        names_in(&jdir),
+        ["00000000000000000001.seg", "00000000000000000011.active"]
+    );
+}
+
+#[test]
+fn a_full_segment_that_lost_its_tail_takes_appends_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let offsets = frame_offsets(&write_records(10));
+    // Record 10 is torn: the system stopped before the full segment was
+    // written back, so nothing after it was ever synced either.
+    let records = interrupted_seal(&jdir, Some(offsets[9] + 5));
+
+    let ro = Journal::open_read_only(&jdir, Some(VOL)).unwrap();
+    assert_eq!(records_of(&read_all(&ro).unwrap()), records[..9]);
+    drop(ro);
+
+    let (mut j, recovery) = Journal::open(&jdir, VOL, config(true)).unwrap();
+    assert_eq!(recovery.torn_tail.as_ref().map(|t| t.1), Some(offsets[9]));
+    assert_eq!(recovery.removed, [active_path(&jdir, 11)]);
+    assert_eq!(j.head().seq, 9);
+    assert_eq!(names_in(&jdir), ["00000000000000000001.active"]);
+    j.append(&records[9]).unwrap();
+    assert_eq!(records_of(&read_all(&j).unwrap()), records[..10]);
+}
