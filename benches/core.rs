@@ -21,7 +21,8 @@
 
 mod common;
 
-use common::{loadavg, mb, secs, unescape_mount};
+use common::{loadavg, mb, secs};
+use libjfs::mounts::unescape as unescape_mount;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};

@@ -41,7 +41,8 @@
 
 mod common;
 
-use common::{loadavg, mb, secs, unescape_mount};
+use common::{loadavg, mb, secs};
+use libjfs::mounts::unescape as unescape_mount;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;

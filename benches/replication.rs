@@ -42,7 +42,8 @@
 
 mod common;
 
-use common::{loadavg, mb, secs, unescape_mount};
+use common::{loadavg, mb, secs};
+use libjfs::mounts::unescape as unescape_mount;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

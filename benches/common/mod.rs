@@ -2,9 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,29 +45,6 @@ pub fn mb(bytes: u64) -> f64 {
 
 pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
-}
-
-/// Mount points in /proc/mounts escape space, tab, newline and backslash in octal.
-pub fn unescape_mount(s: &str) -> PathBuf {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = b[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(OsStr::from_bytes(&out))
 }
 
 /// `JFS_BENCH_SCALE` (default 1): how much of each workload to run.

@@ -28,6 +28,7 @@ pub mod inspect;
 pub mod journal;
 pub mod master;
 pub mod materialize;
+pub mod mounts;
 pub mod path;
 pub mod position;
 pub mod record;
