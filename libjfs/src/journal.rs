@@ -627,9 +627,8 @@ impl Journal {
         if self.head.seq == start.seq {
             return Ok(None);
         }
-        let (header, body) = self.to_seal(&self.active)?.body()?;
-        self.add_sealed(header, &[&header.encode(), &body])
-            .map(Some)
+        let file = self.to_seal(&self.active)?.build()?;
+        self.add_sealed(file.header, &[file.bytes()]).map(Some)
     }
 
     /// What sealing `seg`, which ends at the head or at the active segment's
@@ -975,21 +974,39 @@ struct ToSeal {
 }
 
 impl ToSeal {
-    /// The sealed header and body.
-    fn body(&self) -> Result<(SealedHeader, Vec<u8>)> {
+    /// The sealed file's bytes: header, then the body, zstd-compressed
+    /// unless compression does not pay (already compressed or random data,
+    /// judged on a sample), in which case the frames are stored as they are.
+    fn build(&self) -> Result<SealedFile> {
         let start = self.header.start();
-        let raw_len = self.len - ACTIVE_HEADER_LEN as u64;
-        let mut raw = vec![0u8; raw_len as usize];
+        let raw_len = (self.len - ACTIVE_HEADER_LEN as u64) as usize;
+        let mut raw = AlignedBuf::zeroed(SEALED_HEADER_LEN + raw_len);
         self.file
-            .read_exact_at(&mut raw, ACTIVE_HEADER_LEN as u64)
+            .read_exact_at(
+                &mut raw.as_mut()[SEALED_HEADER_LEN..][..raw_len],
+                ACTIVE_HEADER_LEN as u64,
+            )
             .map_err(io_err(format!("read {}", self.path.display())))?;
-        let (compression, body) = match self.zstd_level {
-            Some(level) => (
-                Compression::Zstd,
-                zstd::bulk::compress(&raw, level).map_err(io_err("compress segment"))?,
-            ),
-            None => (Compression::None, raw),
+        let frames = &raw.as_ref()[SEALED_HEADER_LEN..][..raw_len];
+        let compressed = match self.zstd_level {
+            Some(level) if worth_compressing(frames, level) => {
+                let bound = zstd::zstd_safe::compress_bound(raw_len);
+                let mut out = AlignedBuf::zeroed(SEALED_HEADER_LEN + bound);
+                let n = zstd::bulk::compress_to_buffer(
+                    frames,
+                    &mut out.as_mut()[SEALED_HEADER_LEN..],
+                    level,
+                )
+                .map_err(io_err("compress segment"))?;
+                (n < raw_len).then_some((out, n))
+            }
+            _ => None,
         };
+        let (compression, mut buf, body_len) = match compressed {
+            Some((out, n)) => (Compression::Zstd, out, n),
+            None => (Compression::None, raw, raw_len),
+        };
+        let len = SEALED_HEADER_LEN + body_len;
         let header = SealedHeader {
             volume_id: self.volume_id,
             compression,
@@ -997,24 +1014,107 @@ impl ToSeal {
             last_seq: self.end.seq,
             prev_chain: start.chain,
             last_chain: self.end.chain,
-            raw_len,
-            body_len: body.len() as u64,
-            body_sha256: Sha256::digest(&body).into(),
+            raw_len: raw_len as u64,
+            body_len: body_len as u64,
+            body_sha256: Sha256::digest(&buf.as_ref()[SEALED_HEADER_LEN..len]).into(),
         };
-        Ok((header, body))
+        buf.as_mut()[..SEALED_HEADER_LEN].copy_from_slice(&header.encode());
+        Ok(SealedFile { header, buf, len })
     }
 
     /// Writes the sealed file beside the active one, durably.
     fn write(self) -> Result<Sealed> {
-        let (header, body) = self.body()?;
-        let name = segment_name(header.first_seq, SEALED_EXT);
-        let path = write_atomic(&self.dir, &name, &[&header.encode(), &body])?;
+        let file = self.build()?;
+        let name = segment_name(file.header.first_seq, SEALED_EXT);
+        let path = write_direct(&self.dir, &name, &file.buf, file.len)?;
         Ok(Sealed {
             path,
-            header,
-            file_bytes: (SEALED_HEADER_LEN + body.len()) as u64,
+            header: file.header,
+            file_bytes: file.len as u64,
         })
     }
+}
+
+/// The bytes of a sealed segment file, built by [`ToSeal::build`].
+struct SealedFile {
+    header: SealedHeader,
+    /// The file's bytes, then zeros up to a whole block.
+    buf: AlignedBuf,
+    len: usize,
+}
+
+impl SealedFile {
+    fn bytes(&self) -> &[u8] {
+        &self.buf.as_ref()[..self.len]
+    }
+}
+
+/// Whether zstd shrinks `frames` enough to be worth its time, judged on
+/// their first MiB: random or already-compressed data would cost a full
+/// pass for a few percent.
+fn worth_compressing(frames: &[u8], level: i32) -> bool {
+    let sample = &frames[..frames.len().min(1 << 20)];
+    zstd::bulk::compress(sample, level).is_ok_and(|c| c.len() * 10 < sample.len() * 9)
+}
+
+/// Block size that `O_DIRECT` writes are aligned to, in memory and on disk.
+const DIRECT_ALIGN: usize = 4096;
+
+/// Zeroed bytes that start on a [`DIRECT_ALIGN`] boundary in memory, padded
+/// with zeros to a whole number of blocks.
+struct AlignedBuf {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn zeroed(len: usize) -> AlignedBuf {
+        let len = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+        let buf = vec![0u8; len + DIRECT_ALIGN];
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedBuf { buf, start, len }
+    }
+
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// Writes the first `len` bytes of `buf` to `dir/name` durably, like
+/// [`write_atomic`], but with `O_DIRECT`: from memory to the disk without
+/// a copy in the page cache, which is the costly part of writing a segment
+/// and which nobody would read soon. Filesystems without `O_DIRECT` get an
+/// ordinary write.
+fn write_direct(dir: &Path, name: &str, buf: &AlignedBuf, len: usize) -> Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.{TMP_EXT}"));
+    let direct = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(&tmp)
+        .and_then(|mut f| {
+            // Whole blocks, then cut back to the file's length.
+            io::Write::write_all(
+                &mut f,
+                &buf.as_ref()[..len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN],
+            )?;
+            f.set_len(len as u64)?;
+            f.sync_all()
+        });
+    if direct.is_err() {
+        return write_atomic(dir, name, &[&buf.as_ref()[..len]]);
+    }
+    fs::rename(&tmp, &path).map_err(io_err(format!("rename {}", tmp.display())))?;
+    sync_dir(dir)?;
+    Ok(path)
 }
 
 fn check_volume(path: &Path, expected: VolumeId, found: VolumeId) -> Result<()> {

@@ -1661,3 +1661,62 @@ fn a_full_segment_that_lost_its_tail_takes_appends_again() {
     j.append(&records[9]).unwrap();
     assert_eq!(records_of(&read_all(&j).unwrap()), records[..10]);
 }
+
+#[test]
+fn segments_of_random_data_are_stored_uncompressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let mut records = Vec::new();
+    for seq in 1..=40u64 {
+        // Random data in the first segments, text after.
+        let data = if seq <= 20 {
+            random(3000)
+        } else {
+            format!("line {seq}\n").repeat(300).into_bytes()
+        };
+        records.push(record(
+            seq,
+            Op::Write {
+                path: p(b"f"),
+                offset: seq * 4000,
+                data,
+            },
+        ));
+    }
+    let mut j = Journal::create(&jdir, VOL, small_segments()).unwrap();
+    for r in &records {
+        j.append(r).unwrap();
+        j.seal_if_full().unwrap();
+    }
+    j.seal().unwrap();
+    let kinds: Vec<(u64, libjfs::format::Compression)> = j
+        .segments()
+        .iter()
+        .filter(|s| s.sealed)
+        .map(|s| {
+            let h = libjfs::format::SealedHeader::decode(&fs::read(&s.path).unwrap()).unwrap();
+            (s.first_seq, h.compression)
+        })
+        .collect();
+    use libjfs::format::Compression;
+    assert!(kinds.iter().any(|k| k.1 == Compression::None), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k.1 == Compression::Zstd), "{kinds:?}");
+    for (first, c) in &kinds {
+        let random = *first <= 20;
+        assert_eq!(*c == Compression::None, random, "{kinds:?}");
+    }
+    drop(j);
+    let (j, _) = Journal::open(&jdir, VOL, small_segments()).unwrap();
+    assert_eq!(records_of(&read_all(&j).unwrap()), records);
+}
