@@ -616,6 +616,18 @@ impl Tree {
             } => {
                 let input = self.open_regular(src, OFlags::RDONLY)?;
                 let output = self.open_regular(dst, OFlags::WRONLY)?;
+                // A short source is refused before anything is copied: the
+                // kernel would copy what there is, and stamp the target's
+                // mtime, before the end of the source showed.
+                let size = rfs::fstat(&input)
+                    .map_err(|e| io_err(format!("stat {src}"), e))?
+                    .st_size as u64;
+                if src_offset.checked_add(*len).is_none_or(|end| end > size) {
+                    return Err(refused(
+                        Errno::INVAL,
+                        format!("{src}: shorter than the copied range"),
+                    ));
+                }
                 let (mut off_in, mut off_out, mut left) = (*src_offset, *dst_offset, *len);
                 while left > 0 {
                     let chunk = left.min(1 << 30) as usize;
@@ -635,9 +647,11 @@ impl Tree {
                         e => io_err(format!("copy {src} to {dst}"), e),
                     })?;
                     if n == 0 {
-                        return Err(refused(
+                        // The source shrank during the copy: part of it may
+                        // be in the target already, so this is no refusal.
+                        return Err(io_err(
+                            format!("copy {src} to {dst}: the source ended early"),
                             Errno::INVAL,
-                            format!("{src}: shorter than the copied range"),
                         ));
                     }
                     left -= n as u64;

@@ -391,12 +391,9 @@ fn kill_9_while_applying_never_loses_or_doubles_a_record() {
     eprintln!("{killed_mid_run} kills mid-replay over {round} rounds ({replica_no} replicas finished); full replay {full:?}");
 }
 
-/// Known to fail about one run in four: after some kills mid-rewind, a
-/// file's mtime is left at the time of the rewind instead of the one its
-/// undo restores (contents and everything else match). Run it with
-/// `cargo test -p libjfs --test crash -- --ignored` while fixing that.
+/// A replica's rewind killed at random moments: reopening finishes the undo
+/// step in flight, and the tree is then the journal at the position it reports.
 #[test]
-#[ignore = "an mtime is sometimes left unrestored after a kill mid-rewind (open bug)"]
 fn kill_9_while_a_replica_rewinds_never_leaves_it_between_records() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;

@@ -227,3 +227,66 @@ fn history_off_journals_no_before_images_and_a_rewind_past_it_changes_nothing() 
     vol.rewind(head.seq, |_| {}).unwrap();
     assert!(!vol.tree_path().join("b").exists());
 }
+
+/// A copy from a source shorter than the range is refused, and a refusal
+/// changes nothing: the kernel would copy what there is and stamp the
+/// target's mtime, which the retracted record does not carry. A later
+/// record's before-image would then hold that stray mtime, and a replica
+/// rewound to just before it would show it.
+#[test]
+fn a_copy_from_a_short_source_is_refused_without_touching_the_target() {
+    use libjfs::record::implied_mtimes;
+    use libjfs::Timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let vol_path = dir.path().join("vol");
+    let mut vol = Volume::init(&vol_path, Role::Master).unwrap();
+    let node = NewNode {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    let mut time = Timestamp::new(1_700_000_000, 0);
+    let mut commit = |vol: &mut Volume, op: Op| {
+        time = Timestamp::new(time.sec + 1, 0);
+        let mtimes = implied_mtimes(&op, time);
+        vol.commit_with(time, op, mtimes)
+    };
+    for op in [
+        Op::Create { path: p("a"), node },
+        Op::Create { path: p("b"), node },
+        Op::Write {
+            path: p("a"),
+            offset: 0,
+            data: vec![0; 227],
+        },
+        Op::Write {
+            path: p("b"),
+            offset: 0,
+            data: vec![0; 4096],
+        },
+    ] {
+        commit(&mut vol, op).unwrap();
+    }
+    let head = vol.head();
+    let err = commit(
+        &mut vol,
+        Op::CopyRange {
+            src: p("a"),
+            src_offset: 0,
+            dst: p("b"),
+            dst_offset: 100,
+            len: 1000,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, libjfs::VolumeError::Apply(e) if e.is_refusal()),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("copy-range"), "{err}");
+    assert_eq!(vol.head(), head, "the refused record was retracted");
+    let expect = dir.path().join("expect");
+    materialize(&vol_path, head.seq, &expect, |_| {}).unwrap();
+    let diffs = compare_trees(&vol.tree_path(), &expect, &CompareOptions::default()).unwrap();
+    assert!(diffs.is_empty(), "the refusal changed the tree: {diffs:?}");
+}
