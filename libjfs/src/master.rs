@@ -13,7 +13,7 @@
 //! backing filesystem (hard links share a number, as the kernel requires),
 //! except the root, which is inode 1.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -83,6 +83,27 @@ struct Handle {
     file: File,
 }
 
+/// Directories (inode numbers) seen to have no default ACL, so that
+/// creating in them need not ask again ([`MasterFs::new_node`]).
+///
+/// A directory gets or loses its default ACL only by a record that sets or
+/// removes `system.posix_acl_default`, or by a rewind; an inode number is
+/// only freed, and so can come back as a new directory (which may inherit
+/// a default ACL), after an rmdir or a rename. All of these drop the whole
+/// set ([`MasterFs::forget_acls`]), as does anything done to the volume
+/// directly ([`MasterFs::with_volume`]).
+#[derive(Default)]
+struct NoDefaultAcl {
+    dirs: HashSet<u64>,
+    /// Counts the drops: an answer read before a drop is not kept after it.
+    generation: u64,
+}
+
+/// More directories than this and the set starts again.
+const MAX_NO_ACL_DIRS: usize = 4096;
+
+const DEFAULT_ACL: &[u8] = b"system.posix_acl_default";
+
 /// See [`MasterFs::locate`].
 enum Located {
     Path(RelPath),
@@ -101,6 +122,7 @@ pub struct MasterFs {
     inodes: RwLock<HashMap<u64, Inode>>,
     handles: RwLock<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
+    no_default_acl: Mutex<NoDefaultAcl>,
     next_fh: AtomicU64,
     /// Whether `fsync` waits for the journal to be durable.
     fsync_waits: bool,
@@ -205,6 +227,7 @@ impl MasterFs {
             inodes: RwLock::new(inodes),
             handles: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            no_default_acl: Mutex::new(NoDefaultAcl::default()),
             next_fh: AtomicU64::new(1),
             fsync_waits,
             head: None,
@@ -260,6 +283,7 @@ impl MasterFs {
             self.publish(&vol);
             r
         };
+        self.forget_acls();
         touched.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         touched.dedup();
         self.refresh_names(&touched);
@@ -331,12 +355,25 @@ impl MasterFs {
         self.vol.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the volume (status, sync).
+    /// Runs `f` on the volume (status, snapshots). Whatever `f` changes
+    /// in the tree is not seen by the table of names the kernel knows.
     pub fn with_volume<T>(&self, f: impl FnOnce(&mut Volume) -> T) -> T {
         let mut v = self.vol.lock().unwrap_or_else(|p| p.into_inner());
         let out = f(&mut v);
         self.publish(&v);
+        drop(v);
+        self.forget_acls();
         out
+    }
+
+    /// Drops what is known of directories' default ACLs.
+    fn forget_acls(&self) {
+        let mut known = self
+            .no_default_acl
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        known.dirs.clear();
+        known.generation += 1;
     }
 
     fn fuse_ino(&self, backing: u64) -> u64 {
@@ -534,8 +571,18 @@ impl MasterFs {
     fn commit_keeping(&self, op: Op, open: Option<u64>) -> Result<()> {
         let time = Timestamp::now();
         let mtimes = implied_mtimes(&op, time);
+        // See `NoDefaultAcl`; dropped after the change (done or not), so
+        // that no answer read before it survives.
+        let acls_change = match &op {
+            Op::Rmdir { .. } | Op::Rename { .. } | Op::Restore { .. } => true,
+            Op::SetXattr { name, .. } | Op::RemoveXattr { name, .. } => name == DEFAULT_ACL,
+            _ => false,
+        };
         let mut vol = self.vol.lock().unwrap_or_else(|p| p.into_inner());
         let r = vol.commit_with(time, op, mtimes);
+        if acls_change {
+            self.forget_acls();
+        }
         if let (Ok(pos), Some(ino)) = (&r, open) {
             if vol.history() && self.is_open(ino) {
                 let attic = vol.attic_path();
@@ -745,7 +792,7 @@ impl MasterFs {
     ) -> Result<NewNode> {
         // With a default ACL on the parent, the ACL masks the mode instead of
         // the umask, as on a local filesystem (the kernel leaves both to us).
-        let mut perm = match self.getxattr(parent, b"system.posix_acl_default") {
+        let mut perm = match self.default_acl(parent) {
             Ok(acl) => mode & acl_mode(&acl).unwrap_or(0o777) & 0o7777,
             Err(_) => mode & !umask & 0o7777,
         };
@@ -763,6 +810,34 @@ impl MasterFs {
             uid: caller.uid,
             gid,
         })
+    }
+
+    /// The default ACL of directory `dir`, remembering its absence.
+    fn default_acl(&self, dir: u64) -> Result<Vec<u8>> {
+        let generation = {
+            let known = self
+                .no_default_acl
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if known.dirs.contains(&dir) {
+                return Err(Errno::NODATA);
+            }
+            known.generation
+        };
+        let r = self.getxattr(dir, DEFAULT_ACL);
+        if r == Err(Errno::NODATA) {
+            let mut known = self
+                .no_default_acl
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if known.generation == generation {
+                if known.dirs.len() >= MAX_NO_ACL_DIRS {
+                    known.dirs.clear();
+                }
+                known.dirs.insert(dir);
+            }
+        }
+        r
     }
 
     fn created(&self, parent: u64, name: &[u8], path: &RelPath) -> Result<Attr> {
@@ -1330,6 +1405,54 @@ mod tests {
         assert_eq!(fs.read(fh, 0, 10).unwrap(), b"data");
         assert_eq!(fs.getattr(f.ino).unwrap().size, 4);
         fs.release(fh);
+        check_replays(dir.path(), fs, &vol_path);
+    }
+
+    /// A default ACL (version 2): owner rwx, group r-x, others nothing.
+    fn default_acl() -> Vec<u8> {
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 0)] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        acl
+    }
+
+    #[test]
+    fn a_new_node_follows_its_directory_s_default_acl_as_it_changes() {
+        let (dir, fs, vol_path) = fs();
+        let d = fs.mkdir(ROOT_INO, b"d", 0o777, 0o022, ME).unwrap();
+        let create = |name: &[u8]| {
+            let (attr, fh) = fs.create(d.ino, name, 0o666, 0o022, 2, ME).unwrap();
+            fs.release(fh);
+            attr.perm
+        };
+        // The umask applies, and the directory is known to have no default ACL.
+        assert_eq!(create(b"a"), 0o644);
+        assert_eq!(create(b"b"), 0o644);
+        fs.setxattr(d.ino, DEFAULT_ACL, &default_acl(), 0).unwrap();
+        assert_eq!(create(b"c"), 0o640, "the ACL masks the mode, not the umask");
+        let with_acl = fs.with_volume(|v| v.head());
+        fs.removexattr(d.ino, DEFAULT_ACL).unwrap();
+        assert_eq!(create(b"e"), 0o644);
+        // A rewind brings the ACL back.
+        fs.rewind(&crate::volume::Target::Seq(with_acl.seq))
+            .unwrap();
+        assert_eq!(create(b"f"), 0o640);
+        fs.removexattr(d.ino, DEFAULT_ACL).unwrap();
+        assert_eq!(create(b"g"), 0o644);
+        // A change made on the volume directly.
+        let acl = default_acl();
+        fs.with_volume(|v| {
+            v.commit(Op::SetXattr {
+                node: Node::Path(RelPath::new("d").unwrap()),
+                name: DEFAULT_ACL.to_vec(),
+                value: acl,
+            })
+        })
+        .unwrap();
+        assert_eq!(create(b"h"), 0o640);
         check_replays(dir.path(), fs, &vol_path);
     }
 
