@@ -122,9 +122,15 @@ fn data_reply(reply: ReplyData, r: crate::master::Result<Vec<u8>>) {
     }
 }
 
-fn opened_reply(reply: ReplyOpen, r: crate::master::Result<u64>) {
+/// How a file handle is opened. `FLUSH` (sent at every `close`) would do
+/// nothing here: writes are journaled as they come, POSIX locks and `flock`
+/// are kept by the kernel (neither capability is asked for) and there is no
+/// writeback cache. So the kernel is told not to send it.
+const FILE_OPEN: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+
+fn opened_reply(reply: ReplyOpen, r: crate::master::Result<u64>, flags: FopenFlags) {
     match r {
-        Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        Ok(fh) => reply.opened(FileHandle(fh), flags),
         Err(e) => reply.error(errno(e)),
     }
 }
@@ -307,7 +313,7 @@ impl Filesystem for FuseMaster {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        opened_reply(reply, self.fs.open(ino.0, flags.0))
+        opened_reply(reply, self.fs.open(ino.0, flags.0), FILE_OPEN)
     }
 
     fn read(
@@ -342,6 +348,7 @@ impl Filesystem for FuseMaster {
         }
     }
 
+    /// Not sent for handles opened with [`FILE_OPEN`]; kept for any other.
     fn flush(
         &self,
         _req: &Request,
@@ -379,7 +386,7 @@ impl Filesystem for FuseMaster {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        opened_reply(reply, self.fs.opendir(ino.0))
+        opened_reply(reply, self.fs.opendir(ino.0), FopenFlags::empty())
     }
 
     fn readdir(
@@ -519,7 +526,7 @@ impl Filesystem for FuseMaster {
                 &file_attr(&a),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                FILE_OPEN,
             ),
             Err(e) => reply.error(errno(e)),
         }

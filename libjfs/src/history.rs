@@ -102,7 +102,7 @@ fn tree_err(path: &RelPath, what: &str, e: std::io::Error) -> TreeError {
 /// The before-images of `op`, read from `tree` just before it is applied as
 /// record `seq` with `mtimes`.
 pub fn capture(tree: &Tree, op: &Op, mtimes: &[SetMtime], seq: u64) -> Result<Vec<BeforeImage>> {
-    // A file operation opens the file anyway; its mtime comes with it.
+    // A file operation stats the file anyway; its mtime comes with it.
     let mut content = Vec::new();
     let file = match op {
         Op::Write { path, offset, data } => {
@@ -198,6 +198,10 @@ fn attr(st: &rustix::fs::Stat) -> BeforeImage {
 /// to the size), as before-images. A missing file captures nothing: the
 /// record will be refused.
 /// Returns the file's mtime, or `None` when it is not there to read.
+///
+/// The file is only opened when there are old bytes to read: a change that
+/// starts past the block the old size ends in (such as the first write to
+/// a new file) costs one `lstat`.
 fn file_range(
     tree: &Tree,
     path: &RelPath,
@@ -205,20 +209,20 @@ fn file_range(
     len: u64,
     before: &mut Vec<BeforeImage>,
 ) -> Result<Option<Timestamp>> {
+    let Some(st) = stat_regular(tree, path)? else {
+        return Ok(None);
+    };
+    let mtime = mtime_of(&st);
+    let size = st.st_size as u64;
+    let (offset, end) = block_range(offset, offset.saturating_add(len), size);
+    if offset >= end {
+        before.push(BeforeImage::Size(size));
+        return Ok(Some(mtime));
+    }
     let Some(file) = open_existing(tree, path)? else {
         return Ok(None);
     };
-    let md = file.metadata().map_err(|e| tree_err(path, "stat", e))?;
-    let mtime = {
-        use std::os::unix::fs::MetadataExt;
-        Timestamp::new(md.mtime(), md.mtime_nsec() as u32)
-    };
-    let size = md.len();
     before.push(BeforeImage::Size(size));
-    let (offset, end) = block_range(offset, offset.saturating_add(len), size);
-    if offset >= end {
-        return Ok(Some(mtime));
-    }
     let extents = crate::compare::data_extents_between(&file, offset, end)
         .map_err(|e| tree_err(path, "seek data", e.into()))?;
     for (start, stop) in extents {
@@ -231,6 +235,18 @@ fn file_range(
         });
     }
     Ok(Some(mtime))
+}
+
+/// `lstat` of the regular file at `path`, `None` if there is none (the
+/// record will be refused when it is applied).
+fn stat_regular(tree: &Tree, path: &RelPath) -> Result<Option<rustix::fs::Stat>> {
+    match tree.lstat(&Node::Path(path.clone())) {
+        Ok(Some(st)) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+            Ok(Some(st))
+        }
+        Ok(_) | Err(TreeError::Refused { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The regular file at `path`, `None` if there is none (the record will be
@@ -266,17 +282,16 @@ pub fn split(tree: &Tree, op: &Op) -> Result<Option<Vec<Op>>> {
         } => (dst, *dst_offset, *len),
         _ => return Ok(None),
     };
-    let Some(file) = open_existing(tree, path)? else {
+    let Some(st) = stat_regular(tree, path)? else {
         return Ok(None);
     };
-    let size = file
-        .metadata()
-        .map_err(|e| tree_err(path, "stat", e))?
-        .len();
-    let (lo, end) = block_range(offset, offset.saturating_add(len), size);
+    let (lo, end) = block_range(offset, offset.saturating_add(len), st.st_size as u64);
     if lo >= end {
         return Ok(None);
     }
+    let Some(file) = open_existing(tree, path)? else {
+        return Ok(None);
+    };
     let extents = crate::compare::data_extents_between(&file, lo, end)
         .map_err(|e| tree_err(path, "seek data", e.into()))?;
     let mut cuts = cut_points(&extents);
@@ -723,6 +738,72 @@ mod tests {
         let many: Vec<(u64, u64)> = (0..5000).map(|i| (i * 8192, i * 8192 + 4096)).collect();
         let cuts = cut_points(&many);
         assert_eq!(cuts.len(), 5000 / (MAX_BEFORE_IMAGES - 16));
+    }
+
+    #[test]
+    fn a_file_operation_captures_old_bytes_only_where_it_changes_them() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let old: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        std::fs::write(dir.path().join("f"), &old).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        let path = |s: &str| RelPath::new(s).unwrap();
+        let mtime = |s: &str| {
+            let md = std::fs::symlink_metadata(dir.path().join(s)).unwrap();
+            BeforeImage::Mtime(SetMtime {
+                node: Node::Path(path(s)),
+                mtime: Timestamp::new(md.mtime(), md.mtime_nsec() as u32),
+            })
+        };
+        let capture_write = |p: &str, offset: u64, len: usize| {
+            let op = Op::Write {
+                path: path(p),
+                offset,
+                data: vec![7; len],
+            };
+            let mtimes = [SetMtime {
+                node: Node::Path(path(p)),
+                mtime: Timestamp::new(1, 0),
+            }];
+            capture(&tree, &op, &mtimes, 9).unwrap()
+        };
+        let size = BeforeImage::Size(5000);
+        let bytes = |offset: usize, end: usize| BeforeImage::Bytes {
+            offset: offset as u64,
+            data: old[offset..end].to_vec(),
+        };
+        // Past the block the old size ends in: nothing to read back.
+        assert_eq!(capture_write("f", 8192, 10), [mtime("f"), size.clone()]);
+        assert_eq!(capture_write("f", 9000, 10), [mtime("f"), size.clone()]);
+        // Over old bytes or in the last block: the whole blocks around them,
+        // clipped to the size.
+        assert_eq!(
+            capture_write("f", 5000, 10),
+            [mtime("f"), size.clone(), bytes(4096, 5000)]
+        );
+        assert_eq!(
+            capture_write("f", 100, 10),
+            [mtime("f"), size.clone(), bytes(0, 4096)]
+        );
+        assert_eq!(
+            capture_write("f", 4990, 20),
+            [mtime("f"), size.clone(), bytes(4096, 5000)]
+        );
+        // A truncate that grows the file reads nothing; one that shrinks it, the tail.
+        let truncate = |new: u64| {
+            let op = Op::Truncate {
+                path: path("f"),
+                size: new,
+            };
+            capture(&tree, &op, &[], 9).unwrap()
+        };
+        assert_eq!(truncate(8192), [BeforeImage::Size(5000)]);
+        assert_eq!(truncate(6000), [size.clone(), bytes(4096, 5000)]);
+        assert_eq!(truncate(4500), [size.clone(), bytes(4096, 5000)]);
+        // No regular file there: no content images (the record will be refused).
+        assert_eq!(capture_write("missing", 0, 10), []);
+        assert_eq!(capture_write("d", 0, 10), [mtime("d")]);
     }
 
     #[test]

@@ -13,15 +13,17 @@
 //! backing filesystem (hard links share a number, as the kernel requires),
 //! except the root, which is inode 1.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::compare::FileKind;
@@ -81,6 +83,27 @@ struct Handle {
     file: File,
 }
 
+/// Directories (inode numbers) seen to have no default ACL, so that
+/// creating in them need not ask again ([`MasterFs::new_node`]).
+///
+/// A directory gets or loses its default ACL only by a record that sets or
+/// removes `system.posix_acl_default`, or by a rewind; an inode number is
+/// only freed, and so can come back as a new directory (which may inherit
+/// a default ACL), after an rmdir or a rename. All of these drop the whole
+/// set ([`MasterFs::forget_acls`]), as does anything done to the volume
+/// directly ([`MasterFs::with_volume`]).
+#[derive(Default)]
+struct NoDefaultAcl {
+    dirs: HashSet<u64>,
+    /// Counts the drops: an answer read before a drop is not kept after it.
+    generation: u64,
+}
+
+/// More directories than this and the set starts again.
+const MAX_NO_ACL_DIRS: usize = 4096;
+
+const DEFAULT_ACL: &[u8] = b"system.posix_acl_default";
+
 /// See [`MasterFs::locate`].
 enum Located {
     Path(RelPath),
@@ -91,10 +114,15 @@ enum Located {
 pub struct MasterFs {
     vol: Mutex<Volume>,
     tree: PathBuf,
+    /// The tree's root directory (`O_PATH`). Lookups and new handles find
+    /// nodes from it by their relative paths, without resolving the
+    /// tree's own path each time.
+    root: OwnedFd,
     root_backing_ino: u64,
     inodes: RwLock<HashMap<u64, Inode>>,
     handles: RwLock<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
+    no_default_acl: Mutex<NoDefaultAcl>,
     next_fh: AtomicU64,
     /// Whether `fsync` waits for the journal to be durable.
     fsync_waits: bool,
@@ -176,7 +204,12 @@ impl MasterFs {
     /// the journal durable on its own schedule ([`MasterFs::sync_journal`]).
     pub fn with_policy(vol: Volume, fsync_waits: bool) -> io::Result<MasterFs> {
         let tree = vol.tree_path();
-        let root_backing_ino = std::fs::symlink_metadata(&tree)?.ino();
+        let root = rustix::fs::open(
+            &tree,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let root_backing_ino = rustix::fs::fstat(&root)?.st_ino;
         let mut inodes = HashMap::new();
         inodes.insert(
             ROOT_INO,
@@ -189,10 +222,12 @@ impl MasterFs {
         Ok(MasterFs {
             vol: Mutex::new(vol),
             tree,
+            root,
             root_backing_ino,
             inodes: RwLock::new(inodes),
             handles: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            no_default_acl: Mutex::new(NoDefaultAcl::default()),
             next_fh: AtomicU64::new(1),
             fsync_waits,
             head: None,
@@ -248,6 +283,7 @@ impl MasterFs {
             self.publish(&vol);
             r
         };
+        self.forget_acls();
         touched.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         touched.dedup();
         self.refresh_names(&touched);
@@ -319,12 +355,25 @@ impl MasterFs {
         self.vol.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the volume (status, sync).
+    /// Runs `f` on the volume (status, snapshots). Whatever `f` changes
+    /// in the tree is not seen by the table of names the kernel knows.
     pub fn with_volume<T>(&self, f: impl FnOnce(&mut Volume) -> T) -> T {
         let mut v = self.vol.lock().unwrap_or_else(|p| p.into_inner());
         let out = f(&mut v);
         self.publish(&v);
+        drop(v);
+        self.forget_acls();
         out
+    }
+
+    /// Drops what is known of directories' default ACLs.
+    fn forget_acls(&self) {
+        let mut known = self
+            .no_default_acl
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        known.dirs.clear();
+        known.generation += 1;
     }
 
     fn fuse_ino(&self, backing: u64) -> u64 {
@@ -453,26 +502,43 @@ impl MasterFs {
         }
     }
 
+    /// `lstat` of `path` (the root for `None`): a symlink at the end is not followed.
     fn stat_path(&self, path: Option<&RelPath>) -> Result<Attr> {
-        let md = std::fs::symlink_metadata(self.backing(path)).map_err(|e| errno_of(&e))?;
-        Ok(self.attr_of(&md))
+        let st = match path {
+            None => rustix::fs::fstat(&self.root)?,
+            Some(p) => rustix::fs::statat(&self.root, p.as_bytes(), AtFlags::SYMLINK_NOFOLLOW)?,
+        };
+        Ok(self.attr_of(&st))
     }
 
-    fn attr_of(&self, md: &std::fs::Metadata) -> Attr {
+    /// Opens `path` (the root for `None`) with `flags`, never through a
+    /// symlink at the end.
+    fn open_path(&self, path: Option<&RelPath>, flags: OFlags) -> Result<File> {
+        let rel: &[u8] = path.map_or(b".", |p| p.as_bytes());
+        let fd = rustix::fs::openat(
+            &self.root,
+            rel,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    fn attr_of(&self, st: &rustix::fs::Stat) -> Attr {
         Attr {
-            ino: self.fuse_ino(md.ino()),
-            kind: FileKind::from_file_type(md.file_type()),
-            perm: md.mode() & 0o7777,
-            nlink: md.nlink() as u32,
-            uid: md.uid(),
-            gid: md.gid(),
-            rdev: md.rdev(),
-            size: md.size(),
-            blocks: md.blocks(),
-            blksize: md.blksize() as u32,
-            atime: Timestamp::new(md.atime(), md.atime_nsec() as u32),
-            mtime: Timestamp::new(md.mtime(), md.mtime_nsec() as u32),
-            ctime: Timestamp::new(md.ctime(), md.ctime_nsec() as u32),
+            ino: self.fuse_ino(st.st_ino),
+            kind: FileKind::from_raw(rustix::fs::FileType::from_raw_mode(st.st_mode)),
+            perm: st.st_mode & 0o7777,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            blksize: st.st_blksize as u32,
+            atime: Timestamp::new(st.st_atime, st.st_atime_nsec as u32),
+            mtime: Timestamp::new(st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: Timestamp::new(st.st_ctime, st.st_ctime_nsec as u32),
         }
     }
 
@@ -505,8 +571,18 @@ impl MasterFs {
     fn commit_keeping(&self, op: Op, open: Option<u64>) -> Result<()> {
         let time = Timestamp::now();
         let mtimes = implied_mtimes(&op, time);
+        // See `NoDefaultAcl`; dropped after the change (done or not), so
+        // that no answer read before it survives.
+        let acls_change = match &op {
+            Op::Rmdir { .. } | Op::Rename { .. } | Op::Restore { .. } => true,
+            Op::SetXattr { name, .. } | Op::RemoveXattr { name, .. } => name == DEFAULT_ACL,
+            _ => false,
+        };
         let mut vol = self.vol.lock().unwrap_or_else(|p| p.into_inner());
         let r = vol.commit_with(time, op, mtimes);
+        if acls_change {
+            self.forget_acls();
+        }
         if let (Ok(pos), Some(ino)) = (&r, open) {
             if vol.history() && self.is_open(ino) {
                 let attic = vol.attic_path();
@@ -557,9 +633,15 @@ impl MasterFs {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        if let Some(h) = self.handle_file_for(ino) {
-            let md = h.metadata().map_err(|e| errno_of(&e))?;
-            return Ok(self.attr_of(&md));
+        let open = {
+            let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+            match handles.values().find(|h| h.ino == ino) {
+                Some(h) => Some(rustix::fs::fstat(&h.file)?),
+                None => None,
+            }
+        };
+        if let Some(st) = open {
+            return Ok(self.attr_of(&st));
         }
         let path = self.path_of(ino)?;
         self.stat_path(path.as_ref())
@@ -581,22 +663,20 @@ impl MasterFs {
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         let path = self.path_of(ino)?;
-        let target = std::fs::read_link(self.backing(path.as_ref())).map_err(|e| errno_of(&e))?;
-        Ok(target.as_os_str().as_bytes().to_vec())
+        let rel: &[u8] = path.as_ref().map_or(b".", |p| p.as_bytes());
+        Ok(rustix::fs::readlinkat(&self.root, rel, Vec::new())?.into_bytes())
     }
 
     pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
         let path = self.path_of(ino)?;
-        let acc = flags & libc_o::ACCMODE;
-        let mut opts = std::fs::OpenOptions::new();
         // The handle serves reads (and writes to a file no longer in the tree);
         // writes to the tree go through the journal.
-        opts.read(true).write(acc != libc_o::RDONLY);
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.custom_flags(libc_o::NOFOLLOW);
-        let file = opts
-            .open(self.backing(path.as_ref()))
-            .map_err(|e| errno_of(&e))?;
+        let access = if flags & libc_o::ACCMODE == libc_o::RDONLY {
+            OFlags::RDONLY
+        } else {
+            OFlags::RDWR
+        };
+        let file = self.open_path(path.as_ref(), access)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .write()
@@ -712,7 +792,7 @@ impl MasterFs {
     ) -> Result<NewNode> {
         // With a default ACL on the parent, the ACL masks the mode instead of
         // the umask, as on a local filesystem (the kernel leaves both to us).
-        let mut perm = match self.getxattr(parent, b"system.posix_acl_default") {
+        let mut perm = match self.default_acl(parent) {
             Ok(acl) => mode & acl_mode(&acl).unwrap_or(0o777) & 0o7777,
             Err(_) => mode & !umask & 0o7777,
         };
@@ -730,6 +810,34 @@ impl MasterFs {
             uid: caller.uid,
             gid,
         })
+    }
+
+    /// The default ACL of directory `dir`, remembering its absence.
+    fn default_acl(&self, dir: u64) -> Result<Vec<u8>> {
+        let generation = {
+            let known = self
+                .no_default_acl
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if known.dirs.contains(&dir) {
+                return Err(Errno::NODATA);
+            }
+            known.generation
+        };
+        let r = self.getxattr(dir, DEFAULT_ACL);
+        if r == Err(Errno::NODATA) {
+            let mut known = self
+                .no_default_acl
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if known.generation == generation {
+                if known.dirs.len() >= MAX_NO_ACL_DIRS {
+                    known.dirs.clear();
+                }
+                known.dirs.insert(dir);
+            }
+        }
+        r
     }
 
     fn created(&self, parent: u64, name: &[u8], path: &RelPath) -> Result<Attr> {
@@ -1190,7 +1298,6 @@ mod libc_o {
     pub const CREAT: i32 = 0o100;
     pub const EXCL: i32 = 0o200;
     pub const TRUNC: i32 = 0o1000;
-    pub const NOFOLLOW: i32 = 0o400000;
     pub const S_IFMT: u32 = 0o170000;
     pub const S_IFSOCK: u32 = 0o140000;
     pub const S_IFREG: u32 = 0o100000;
@@ -1270,6 +1377,82 @@ mod tests {
             fs.mkdir(ROOT_INO, b"e", 0o755, 0, ME).err(),
             Some(Errno::EXIST)
         );
+        check_replays(dir.path(), fs, &vol_path);
+    }
+
+    #[test]
+    fn lookups_and_handles_do_not_follow_a_symlink_at_the_end() {
+        let (dir, fs, vol_path) = fs();
+        let (f, fh) = fs.create(ROOT_INO, b"f", 0o644, 0, 2, ME).unwrap();
+        fs.write(f.ino, fh, 0, b"data").unwrap();
+        fs.release(fh);
+        let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, ME).unwrap();
+        let s = fs.symlink(d.ino, b"s", b"../f", ME).unwrap();
+        assert_eq!(s.kind, FileKind::Symlink);
+        let found = fs.lookup(d.ino, b"s").unwrap();
+        assert_eq!(
+            (found.ino, found.kind, found.size),
+            (s.ino, FileKind::Symlink, 4)
+        );
+        assert_eq!(fs.getattr(s.ino).unwrap().kind, FileKind::Symlink);
+        assert_eq!(fs.readlink(s.ino).unwrap(), b"../f");
+        assert_eq!(fs.open(s.ino, 0).err(), Some(Errno::LOOP));
+        assert_eq!(fs.readlink(f.ino).err(), Some(Errno::INVAL));
+        assert_eq!(fs.lookup(d.ino, b"none").err(), Some(Errno::NOENT));
+        let root = fs.getattr(ROOT_INO).unwrap();
+        assert_eq!((root.ino, root.kind), (ROOT_INO, FileKind::Directory));
+        let fh = fs.open(f.ino, 0).unwrap();
+        assert_eq!(fs.read(fh, 0, 10).unwrap(), b"data");
+        assert_eq!(fs.getattr(f.ino).unwrap().size, 4);
+        fs.release(fh);
+        check_replays(dir.path(), fs, &vol_path);
+    }
+
+    /// A default ACL (version 2): owner rwx, group r-x, others nothing.
+    fn default_acl() -> Vec<u8> {
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 0)] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        acl
+    }
+
+    #[test]
+    fn a_new_node_follows_its_directory_s_default_acl_as_it_changes() {
+        let (dir, fs, vol_path) = fs();
+        let d = fs.mkdir(ROOT_INO, b"d", 0o777, 0o022, ME).unwrap();
+        let create = |name: &[u8]| {
+            let (attr, fh) = fs.create(d.ino, name, 0o666, 0o022, 2, ME).unwrap();
+            fs.release(fh);
+            attr.perm
+        };
+        // The umask applies, and the directory is known to have no default ACL.
+        assert_eq!(create(b"a"), 0o644);
+        assert_eq!(create(b"b"), 0o644);
+        fs.setxattr(d.ino, DEFAULT_ACL, &default_acl(), 0).unwrap();
+        assert_eq!(create(b"c"), 0o640, "the ACL masks the mode, not the umask");
+        let with_acl = fs.with_volume(|v| v.head());
+        fs.removexattr(d.ino, DEFAULT_ACL).unwrap();
+        assert_eq!(create(b"e"), 0o644);
+        // A rewind brings the ACL back.
+        fs.rewind(&crate::volume::Target::Seq(with_acl.seq))
+            .unwrap();
+        assert_eq!(create(b"f"), 0o640);
+        fs.removexattr(d.ino, DEFAULT_ACL).unwrap();
+        assert_eq!(create(b"g"), 0o644);
+        // A change made on the volume directly.
+        let acl = default_acl();
+        fs.with_volume(|v| {
+            v.commit(Op::SetXattr {
+                node: Node::Path(RelPath::new("d").unwrap()),
+                name: DEFAULT_ACL.to_vec(),
+                value: acl,
+            })
+        })
+        .unwrap();
+        assert_eq!(create(b"h"), 0o640);
         check_replays(dir.path(), fs, &vol_path);
     }
 

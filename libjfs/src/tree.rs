@@ -11,14 +11,21 @@
 //! record that was in flight: it completes the operation from whatever state
 //! a partial or complete earlier attempt left, and does not apply it twice.
 //!
+//! The directory a path's last component lives in is resolved once and its
+//! handle kept (see [`DirCache`]) until an operation that could move or
+//! remove a directory runs, or any operation fails. So every change to the
+//! tree's directories must go through [`Tree::apply`].
+//!
 //! This module knows nothing of positions or journals.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{
     self as rfs, AtFlags, FallocateFlags, FileType, Gid, Mode, OFlags, RenameFlags, ResolveFlags,
@@ -62,7 +69,22 @@ pub struct Tree {
     /// Where removed nodes go when their record names an attic entry
     /// (`BeforeImage::Attic`); without one they are freed.
     attic: Option<OwnedFd>,
+    dirs: Mutex<DirCache>,
 }
+
+/// Handles (`O_PATH`) of directories below the root, by path, as
+/// `openat2` resolved them. A handle stays right while no directory is
+/// moved or removed, so the cache is dropped whole by every operation that
+/// could do so and by every failed one ([`Tree::apply`]).
+#[derive(Default)]
+struct DirCache {
+    dirs: HashMap<RelPath, Arc<OwnedFd>>,
+    /// Counts the drops: a handle resolved before a drop is not kept after it.
+    generation: u64,
+}
+
+/// More cached directories than this and the cache starts again.
+const MAX_CACHED_DIRS: usize = 256;
 
 /// A directory handle and a name in it: where a node lives.
 struct At<'a> {
@@ -72,14 +94,14 @@ struct At<'a> {
 
 enum Dir<'a> {
     Root(BorrowedFd<'a>),
-    Owned(OwnedFd),
+    Cached(Arc<OwnedFd>),
 }
 
 impl Dir<'_> {
     fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Dir::Root(fd) => *fd,
-            Dir::Owned(fd) => fd.as_fd(),
+            Dir::Cached(fd) => fd.as_fd(),
         }
     }
 }
@@ -114,6 +136,7 @@ impl Tree {
             path: path.to_owned(),
             root,
             attic: None,
+            dirs: Mutex::new(DirCache::default()),
         })
     }
 
@@ -166,18 +189,46 @@ impl Tree {
         let name = CString::new(path.file_name()).expect("validated paths hold no NUL");
         let dir = match path.parent() {
             None => Dir::Root(self.root.as_fd()),
-            Some(parent) => Dir::Owned(
-                rfs::openat2(
-                    &self.root,
-                    parent.as_bytes(),
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    RESOLVE,
-                )
-                .map_err(|e| Tree::refused(&Node::Path(path.clone()), e))?,
+            Some(parent) => Dir::Cached(
+                self.dir(parent)
+                    .map_err(|e| Tree::refused(&Node::Path(path.clone()), e))?,
             ),
         };
         Ok(At { dir, name })
+    }
+
+    /// The directory at `path`, from the cache or resolved (and then cached).
+    fn dir(&self, path: RelPath) -> std::result::Result<Arc<OwnedFd>, Errno> {
+        let generation = {
+            let cache = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(fd) = cache.dirs.get(&path) {
+                return Ok(fd.clone());
+            }
+            cache.generation
+        };
+        let fd = Arc::new(rfs::openat2(
+            &self.root,
+            path.as_bytes(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )?);
+        let mut cache = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        // Resolved before a drop: it may name another directory by now.
+        if cache.generation == generation {
+            if cache.dirs.len() >= MAX_CACHED_DIRS {
+                cache.dirs.clear();
+            }
+            cache.dirs.insert(path, fd.clone());
+        }
+        Ok(fd)
+    }
+
+    /// Drops every cached directory handle: paths are resolved again.
+    pub(crate) fn forget_dirs(&self) {
+        let mut cache = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        cache.dirs.clear();
+        cache.generation += 1;
     }
 
     fn node_at(&self, node: &Node) -> Result<At<'_>> {
@@ -245,12 +296,26 @@ impl Tree {
     /// With `redo = Some(fingerprint)` the operation may already have happened,
     /// wholly or in part; it is completed without being done twice.
     pub fn apply(&self, record: &Record, redo: Option<u64>) -> Result<()> {
+        let r = self.apply_uncached(record, redo);
+        if r.is_err() {
+            // Possibly half done: what a path names is no longer known.
+            self.forget_dirs();
+        }
+        r
+    }
+
+    fn apply_uncached(&self, record: &Record, redo: Option<u64>) -> Result<()> {
         let mut written = None;
         let attic = record.before.iter().find_map(|b| match b {
             BeforeImage::Attic { id } => Some(*id),
             _ => None,
         });
-        self.apply_op(&record.op, attic, redo, &mut written)?;
+        let r = self.apply_op(&record.op, attic, redo, &mut written);
+        if moves_dirs(&record.op) {
+            // Before the mtimes, which are set by path.
+            self.forget_dirs();
+        }
+        r?;
         for m in &record.mtimes {
             match &written {
                 // The file just written is still open: no need to resolve its path again.
@@ -801,6 +866,33 @@ impl Tree {
     }
 }
 
+/// Whether applying `op` can change which directory a path names, by
+/// moving or removing a directory or by bringing one back from the attic.
+/// The others only make nodes where there were none (no directory was
+/// there, so none is cached), remove non-directories or change contents
+/// and attributes.
+fn moves_dirs(op: &Op) -> bool {
+    match op {
+        Op::Rename { .. } | Op::Rmdir { .. } | Op::Restore { .. } => true,
+        // Never a directory: `unlinkat` without `AT_REMOVEDIR` refuses one,
+        // and the move to the attic checks the type first.
+        Op::Unlink { .. } => false,
+        Op::Create { .. }
+        | Op::Mkdir { .. }
+        | Op::Mknod { .. }
+        | Op::Symlink { .. }
+        | Op::Link { .. }
+        | Op::Write { .. }
+        | Op::Truncate { .. }
+        | Op::Fallocate { .. }
+        | Op::SetAttr { .. }
+        | Op::SetXattr { .. }
+        | Op::RemoveXattr { .. }
+        | Op::CopyRange { .. }
+        | Op::Marker(_) => false,
+    }
+}
+
 /// The name of attic entry `id`.
 fn attic_name(id: u64) -> CString {
     CString::new(id.to_string()).expect("digits hold no NUL")
@@ -881,4 +973,189 @@ fn set_owner_mode_pinned(pinned: &OwnedFd, node: &NewNode, path: &RelPath) -> Re
     .map_err(|e| io_err(format!("chown {path}"), e))?;
     rfs::chmod(proc_fd(pinned), Mode::from_raw_mode(node.mode))
         .map_err(|e| io_err(format!("chmod {path}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn apply(tree: &Tree, op: Op) -> Result<()> {
+        apply_with(tree, op, vec![])
+    }
+
+    fn apply_with(tree: &Tree, op: Op, before: Vec<BeforeImage>) -> Result<()> {
+        let record = Record {
+            seq: 1,
+            time: Timestamp::new(0, 0),
+            op,
+            mtimes: vec![],
+            before,
+        };
+        tree.apply(&record, None)
+    }
+
+    const NODE: NewNode = NewNode {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    };
+
+    fn mkdir(tree: &Tree, path: &str) {
+        apply(
+            tree,
+            Op::Mkdir {
+                path: p(path),
+                node: NODE,
+            },
+        )
+        .unwrap();
+    }
+
+    fn create(tree: &Tree, path: &str) -> Result<()> {
+        apply(
+            tree,
+            Op::Create {
+                path: p(path),
+                node: NODE,
+            },
+        )
+    }
+
+    fn rename(tree: &Tree, from: &str, to: &str, mode: RenameMode) {
+        let (from, to) = (p(from), p(to));
+        apply(tree, Op::Rename { from, to, mode }).unwrap();
+    }
+
+    fn refused_with(r: Result<()>) -> Option<Errno> {
+        match r {
+            Err(TreeError::Refused { errno, .. }) => Some(errno),
+            _ => None,
+        }
+    }
+
+    fn cached(tree: &Tree) -> usize {
+        tree.dirs.lock().unwrap().dirs.len()
+    }
+
+    fn tree() -> (tempfile::TempDir, Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tree")).unwrap();
+        std::fs::create_dir(dir.path().join("attic")).unwrap();
+        let tree =
+            Tree::open_with_attic(&dir.path().join("tree"), &dir.path().join("attic")).unwrap();
+        (dir, tree)
+    }
+
+    #[test]
+    fn a_renamed_directory_is_found_at_its_new_path_only() {
+        let (dir, tree) = tree();
+        let root = dir.path().join("tree");
+        mkdir(&tree, "a");
+        mkdir(&tree, "a/b");
+        create(&tree, "a/f").unwrap();
+        create(&tree, "a/b/f").unwrap();
+        assert_eq!(cached(&tree), 2, "a and a/b are cached");
+        rename(&tree, "a", "c", RenameMode::Replace);
+        assert_eq!(cached(&tree), 0);
+        assert_eq!(refused_with(create(&tree, "a/g")), Some(Errno::NOENT));
+        assert_eq!(refused_with(create(&tree, "a/b/g")), Some(Errno::NOENT));
+        create(&tree, "c/g").unwrap();
+        create(&tree, "c/b/g").unwrap();
+        assert!(root.join("c/g").is_file() && root.join("c/b/g").is_file());
+        // Moved into another directory, under a name that was cached before.
+        mkdir(&tree, "a");
+        create(&tree, "a/x").unwrap();
+        rename(&tree, "c/b", "a/b", RenameMode::NoReplace);
+        create(&tree, "a/b/h").unwrap();
+        assert!(root.join("a/b/h").is_file());
+        assert_eq!(refused_with(create(&tree, "c/b/h")), Some(Errno::NOENT));
+    }
+
+    #[test]
+    fn a_directory_made_again_under_the_same_name_gets_the_new_nodes() {
+        let (dir, tree) = tree();
+        let root = dir.path().join("tree");
+        // Without the attic the old directory is freed; with it, it lives on
+        // in the attic, where a stale handle would still create files.
+        for attic in [None, Some(7)] {
+            mkdir(&tree, "d");
+            create(&tree, "d/f").unwrap();
+            let before = attic.map(|id| vec![BeforeImage::Attic { id }]);
+            apply_with(&tree, Op::Unlink { path: p("d/f") }, vec![]).unwrap();
+            let old = root.join("d").metadata().unwrap().ino();
+            let rmdir = Op::Rmdir { path: p("d") };
+            apply_with(&tree, rmdir, before.unwrap_or_default()).unwrap();
+            mkdir(&tree, "d");
+            if attic.is_some() {
+                assert_ne!(root.join("d").metadata().unwrap().ino(), old);
+            }
+            create(&tree, "d/new").unwrap();
+            assert!(root.join("d/new").is_file());
+            if let Some(id) = attic {
+                let kept = dir.path().join("attic").join(id.to_string());
+                assert_eq!(std::fs::read_dir(kept).unwrap().count(), 0);
+            }
+            apply(&tree, Op::Unlink { path: p("d/new") }).unwrap();
+            apply(&tree, Op::Rmdir { path: p("d") }).unwrap();
+        }
+    }
+
+    #[test]
+    fn exchanged_directories_swap_what_their_paths_name() {
+        let (dir, tree) = tree();
+        let root = dir.path().join("tree");
+        mkdir(&tree, "p");
+        mkdir(&tree, "q");
+        create(&tree, "p/a").unwrap();
+        create(&tree, "q/b").unwrap();
+        rename(&tree, "p", "q", RenameMode::Exchange);
+        create(&tree, "p/c").unwrap();
+        create(&tree, "q/d").unwrap();
+        assert!(root.join("p/b").is_file() && root.join("p/c").is_file());
+        assert!(root.join("q/a").is_file() && root.join("q/d").is_file());
+    }
+
+    #[test]
+    fn a_restored_directory_and_a_failed_operation_drop_the_cache() {
+        let (dir, tree) = tree();
+        let root = dir.path().join("tree");
+        mkdir(&tree, "r");
+        create(&tree, "r/f").unwrap();
+        apply(&tree, Op::Unlink { path: p("r/f") }).unwrap();
+        let to_attic = vec![BeforeImage::Attic { id: 3 }];
+        apply_with(&tree, Op::Rmdir { path: p("r") }, to_attic).unwrap();
+        mkdir(&tree, "s");
+        create(&tree, "s/f").unwrap();
+        assert_eq!(cached(&tree), 1);
+        apply(
+            &tree,
+            Op::Restore {
+                id: 3,
+                path: p("r"),
+            },
+        )
+        .unwrap();
+        assert_eq!(cached(&tree), 0);
+        create(&tree, "r/g").unwrap();
+        assert!(root.join("r/g").is_file());
+        assert_eq!(cached(&tree), 1);
+        assert_eq!(refused_with(create(&tree, "r/g")), Some(Errno::EXIST));
+        assert_eq!(cached(&tree), 0);
+    }
+
+    #[test]
+    fn the_cache_stays_small() {
+        let (dir, tree) = tree();
+        for i in 0..MAX_CACHED_DIRS + 10 {
+            mkdir(&tree, &format!("d{i}"));
+            create(&tree, &format!("d{i}/f")).unwrap();
+            assert!(cached(&tree) <= MAX_CACHED_DIRS);
+        }
+        assert!(dir.path().join("tree/d265/f").is_file());
+    }
 }
