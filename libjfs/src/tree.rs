@@ -546,6 +546,22 @@ impl Tree {
                 mtime,
             } => {
                 let at = self.node_at(node)?;
+                // The node is checked before anything changes: a refused mode
+                // change must not leave a new owner behind.
+                let chmod = match mode {
+                    Some(mode) => {
+                        let (pinned, st) = Tree::open_path(&at)
+                            .map_err(|e| missing_exists_or_io_node(node, "chmod", e))?;
+                        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                            return Err(refused(
+                                Errno::OPNOTSUPP,
+                                format!("{node}: cannot change the mode of a symlink"),
+                            ));
+                        }
+                        Some((pinned, *mode))
+                    }
+                    None => None,
+                };
                 if uid.is_some() || gid.is_some() {
                     rfs::chownat(
                         at.dir.fd(),
@@ -556,16 +572,8 @@ impl Tree {
                     )
                     .map_err(|e| missing_exists_or_io_node(node, "chown", e))?;
                 }
-                if let Some(mode) = mode {
-                    let (pinned, st) = Tree::open_path(&at)
-                        .map_err(|e| missing_exists_or_io_node(node, "chmod", e))?;
-                    if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
-                        return Err(refused(
-                            Errno::OPNOTSUPP,
-                            format!("{node}: cannot change the mode of a symlink"),
-                        ));
-                    }
-                    rfs::chmod(proc_fd(&pinned), Mode::from_raw_mode(*mode))
+                if let Some((pinned, mode)) = chmod {
+                    rfs::chmod(proc_fd(&pinned), Mode::from_raw_mode(mode))
                         .map_err(|e| io_err(format!("chmod {node}"), e))?;
                 }
                 if atime.is_some() || mtime.is_some() {

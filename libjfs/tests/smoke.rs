@@ -469,6 +469,39 @@ fn the_redo_of_a_replacing_rename_completes_it_from_any_step() {
     }
 }
 
+/// A set-attr that changes the owner and the mode of a symlink is refused
+/// (a symlink has no mode of its own) before the owner changes.
+#[test]
+fn a_refused_mode_change_on_a_symlink_leaves_its_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let vol_path = dir.path().join("vol");
+    let dest = dir.path().join("expect");
+    let mut vol = Volume::init(&vol_path, Role::Master).unwrap();
+    vol.commit(Op::Symlink {
+        path: p("l"),
+        target: b"nowhere".to_vec(),
+        uid: 0,
+        gid: 0,
+    })
+    .unwrap();
+    expect_refused_unchanged(
+        &mut vol,
+        &vol_path,
+        &dest,
+        Op::SetAttr {
+            node: Node::Path(p("l")),
+            mode: Some(0o600),
+            uid: Some(5),
+            gid: Some(6),
+            atime: None,
+            mtime: None,
+        },
+    );
+    let md = std::fs::symlink_metadata(vol.tree_path().join("l")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
+}
+
 /// A rename refused for a reason only the rename itself finds (here: its
 /// source sits in an append-only directory) gives back what the attic step
 /// took: the replaced file's attic link goes, a replaced directory returns.
