@@ -456,6 +456,19 @@ impl Tree {
             Op::Rename { from, to, mode } => {
                 let src = self.at(from)?;
                 let dst = self.at(to)?;
+                // A directory cannot move inside itself; the kernel's EINVAL
+                // would read as an I/O error. Paths hold no symlinks and no
+                // `..`, so a prefix is an ancestor.
+                let inside = |a: &RelPath, b: &RelPath| {
+                    (a.as_bytes().strip_prefix(b.as_bytes()))
+                        .is_some_and(|rest| rest.starts_with(b"/"))
+                };
+                if inside(to, from) || (*mode == RenameMode::Exchange && inside(from, to)) {
+                    return Err(refused(
+                        Errno::INVAL,
+                        format!("{to}: {from} cannot move inside itself (rename)"),
+                    ));
+                }
                 if let (RenameMode::Exchange, Some(fp)) = (mode, redo) {
                     let now_at_to = Tree::open_path(&dst).map(|(_, st)| st.st_ino).ok();
                     if fp != 0 && now_at_to == Some(fp) {
@@ -751,17 +764,6 @@ impl Tree {
             (true, true) => {
                 if !self.dir_is_empty(dst)? {
                     return Err(missing_exists_or_io(to, "rename", Errno::NOTEMPTY));
-                }
-                // Paths hold no symlinks and no `..`: a prefix is an ancestor.
-                if to
-                    .as_bytes()
-                    .strip_prefix(from.as_bytes())
-                    .is_some_and(|rest| rest.starts_with(b"/"))
-                {
-                    return Err(refused(
-                        Errno::INVAL,
-                        format!("{to}: lies inside {from} (rename)"),
-                    ));
                 }
                 // Moving the directory out and back would stamp its parent's
                 // mtime: a refusal puts the one from before back.

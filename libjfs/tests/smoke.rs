@@ -566,3 +566,51 @@ fn a_rename_refused_after_the_attic_step_gives_the_replaced_node_back() {
     }
     drop(guard);
 }
+
+/// A directory cannot move inside itself. That is a refusal (nothing
+/// changed, the record is retracted), with history on or off and in every
+/// rename mode, not an I/O error that would leave the master with a
+/// journaled record it cannot apply.
+#[test]
+fn a_directory_moved_inside_itself_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol_path = dir.path().join("vol");
+    let dest = dir.path().join("expect");
+    let mut vol = Volume::init(&vol_path, Role::Master).unwrap();
+    let node = NewNode {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    };
+    for path in ["d", "d/sub", "d/sub/empty"] {
+        vol.commit(Op::Mkdir {
+            path: p(path),
+            node,
+        })
+        .unwrap();
+    }
+    let rename = |from: &str, to: &str, mode| Op::Rename {
+        from: p(from),
+        to: p(to),
+        mode,
+    };
+    for history in [true, false] {
+        vol.set_history(history).unwrap();
+        for op in [
+            rename("d", "d/sub/empty", RenameMode::Replace),
+            rename("d", "d/sub/new", RenameMode::Replace),
+            rename("d", "d/sub/new", RenameMode::NoReplace),
+            rename("d", "d/sub", RenameMode::Exchange),
+            rename("d/sub", "d", RenameMode::Exchange),
+        ] {
+            expect_refused_unchanged(&mut vol, &vol_path, &dest, op);
+            // The volume goes on.
+            vol.commit(Op::Mkdir {
+                path: p("d/x"),
+                node,
+            })
+            .unwrap();
+            vol.commit(Op::Rmdir { path: p("d/x") }).unwrap();
+        }
+    }
+}
