@@ -521,36 +521,37 @@ impl Tree {
             Op::Rename { from, to, mode } => {
                 let src = self.at(from)?;
                 let dst = self.at(to)?;
+                // A directory cannot move inside itself; the kernel's EINVAL
+                // would read as an I/O error. Paths hold no symlinks and no
+                // `..`, so a prefix is an ancestor.
+                let inside = |a: &RelPath, b: &RelPath| {
+                    (a.as_bytes().strip_prefix(b.as_bytes()))
+                        .is_some_and(|rest| rest.starts_with(b"/"))
+                };
+                if inside(to, from) || (*mode == RenameMode::Exchange && inside(from, to)) {
+                    return Err(refused(
+                        Errno::INVAL,
+                        format!("{to}: {from} cannot move inside itself (rename)"),
+                    ));
+                }
                 if let (RenameMode::Exchange, Some(fp)) = (mode, redo) {
                     let now_at_to = Tree::open_path(&dst).map(|(_, st)| st.st_ino).ok();
                     if fp != 0 && now_at_to == Some(fp) {
                         return Ok(());
                     }
                 }
-                if let (RenameMode::Replace, Some(id), Some(_)) = (mode, attic, &self.attic) {
-                    // Keep the node the rename replaces: a file gets a link in
-                    // the attic (so the rename stays atomic), an empty
-                    // directory moves there.
-                    match Tree::open_path(&dst) {
-                        Ok((_, st))
-                            if FileType::from_raw_mode(st.st_mode) == FileType::Directory =>
-                        {
-                            if !self.dir_is_empty(&dst)? {
-                                return Err(missing_exists_or_io(to, "rename", Errno::NOTEMPTY));
-                            }
-                            self.to_attic(&dst, id, to, redo_mode)?;
-                        }
-                        Ok(_) => self.link_to_attic(&dst, id, to, redo_mode)?,
-                        Err(Errno::NOENT) if redo_mode => {}
-                        Err(e) => return Err(missing_exists_or_io(to, "rename", e)),
+                let kept = match (mode, attic, &self.attic) {
+                    (RenameMode::Replace, Some(id), Some(_)) => {
+                        self.keep_replaced(&src, &dst, id, from, to, redo_mode)?
                     }
-                }
+                    _ => None,
+                };
                 let flags = match mode {
                     RenameMode::Replace => RenameFlags::empty(),
                     RenameMode::NoReplace => RenameFlags::NOREPLACE,
                     RenameMode::Exchange => RenameFlags::EXCHANGE,
                 };
-                match rfs::renameat_with(
+                let renamed = match rfs::renameat_with(
                     src.dir.fd(),
                     src.name.as_c_str(),
                     dst.dir.fd(),
@@ -565,6 +566,14 @@ impl Tree {
                             .map_err(|e| missing_exists_or_io(to, "rename", e))
                     }
                     Err(e) => Err(missing_exists_or_io(from, "rename", e)),
+                };
+                match (renamed, kept) {
+                    // A refusal changes nothing: the attic gives the node back.
+                    (Err(e @ TreeError::Refused { .. }), Some(kept)) if !redo_mode => {
+                        self.take_back(kept, &dst, to)?;
+                        Err(e)
+                    }
+                    (renamed, _) => renamed,
                 }
             }
             Op::Write { path, offset, data } => {
@@ -615,6 +624,22 @@ impl Tree {
                 mtime,
             } => {
                 let at = self.node_at(node)?;
+                // The node is checked before anything changes: a refused mode
+                // change must not leave a new owner behind.
+                let chmod = match mode {
+                    Some(mode) => {
+                        let (pinned, st) = Tree::open_path(&at)
+                            .map_err(|e| missing_exists_or_io_node(node, "chmod", e))?;
+                        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                            return Err(refused(
+                                Errno::OPNOTSUPP,
+                                format!("{node}: cannot change the mode of a symlink"),
+                            ));
+                        }
+                        Some((pinned, *mode))
+                    }
+                    None => None,
+                };
                 if uid.is_some() || gid.is_some() {
                     rfs::chownat(
                         at.dir.fd(),
@@ -625,16 +650,8 @@ impl Tree {
                     )
                     .map_err(|e| missing_exists_or_io_node(node, "chown", e))?;
                 }
-                if let Some(mode) = mode {
-                    let (pinned, st) = Tree::open_path(&at)
-                        .map_err(|e| missing_exists_or_io_node(node, "chmod", e))?;
-                    if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
-                        return Err(refused(
-                            Errno::OPNOTSUPP,
-                            format!("{node}: cannot change the mode of a symlink"),
-                        ));
-                    }
-                    rfs::chmod(proc_fd(&pinned), Mode::from_raw_mode(*mode))
+                if let Some((pinned, mode)) = chmod {
+                    rfs::chmod(proc_fd(&pinned), Mode::from_raw_mode(mode))
                         .map_err(|e| io_err(format!("chmod {node}"), e))?;
                 }
                 if atime.is_some() || mtime.is_some() {
@@ -778,6 +795,90 @@ impl Tree {
         }
     }
 
+    /// Keeps the node that a replacing rename of `src` to `dst` replaces as
+    /// attic entry `id`: a non-directory gets a second name there (so the
+    /// rename stays atomic), an empty directory moves there. What would make
+    /// the rename fail is checked first; returns what was kept, for
+    /// [`Tree::take_back`] should the rename fail all the same.
+    ///
+    /// In the redo form a missing `from` means the rename happened (after
+    /// this step), and a missing `to` that an empty directory moved already.
+    fn keep_replaced(
+        &self,
+        src: &At<'_>,
+        dst: &At<'_>,
+        id: u64,
+        from: &RelPath,
+        to: &RelPath,
+        redo_mode: bool,
+    ) -> Result<Option<Kept>> {
+        let is_dir = |st: &rfs::Stat| FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        let src_dir = match Tree::open_path(src) {
+            Ok((_, st)) => is_dir(&st),
+            Err(Errno::NOENT) if redo_mode => return Ok(None),
+            Err(e) => return Err(missing_exists_or_io(from, "rename", e)),
+        };
+        let dst_st = match Tree::open_path(dst) {
+            Ok((_, st)) => st,
+            Err(Errno::NOENT) if redo_mode => return Ok(None),
+            Err(e) => return Err(missing_exists_or_io(to, "rename", e)),
+        };
+        match (src_dir, is_dir(&dst_st)) {
+            (false, true) => Err(missing_exists_or_io(to, "rename", Errno::ISDIR)),
+            (true, false) => Err(missing_exists_or_io(to, "rename", Errno::NOTDIR)),
+            (true, true) => {
+                if !self.dir_is_empty(dst)? {
+                    return Err(missing_exists_or_io(to, "rename", Errno::NOTEMPTY));
+                }
+                // Moving the directory out and back would stamp its parent's
+                // mtime: a refusal puts the one from before back.
+                let parent = rfs::fstat(dst.dir.fd())
+                    .map_err(|e| io_err(format!("stat the directory holding {to}"), e))?;
+                self.to_attic(dst, id, to, redo_mode)?;
+                Ok(Some(Kept::Moved {
+                    id,
+                    mtimes: [mtime_of(&parent), mtime_of(&dst_st)],
+                }))
+            }
+            (false, false) => {
+                self.link_to_attic(dst, id, to, redo_mode)?;
+                Ok(Some(Kept::Linked(id)))
+            }
+        }
+    }
+
+    /// Undoes [`Tree::keep_replaced`] after the rename failed: the attic
+    /// link goes, a directory moves back to `dst`.
+    fn take_back(&self, kept: Kept, dst: &At<'_>, to: &RelPath) -> Result<()> {
+        let attic = self.attic_fd(to)?;
+        let taken = |id, e| io_err(format!("{to}: take back attic entry {id}"), e);
+        match kept {
+            Kept::Linked(id) => rfs::unlinkat(attic, attic_name(id).as_c_str(), AtFlags::empty())
+                .map_err(|e| taken(id, e)),
+            Kept::Moved {
+                id,
+                mtimes: [parent, moved],
+            } => {
+                rfs::renameat_with(
+                    attic,
+                    attic_name(id).as_c_str(),
+                    dst.dir.fd(),
+                    dst.name.as_c_str(),
+                    RenameFlags::NOREPLACE,
+                )
+                .map_err(|e| taken(id, e))?;
+                let times = |mtime| Timestamps {
+                    last_access: OMIT,
+                    last_modification: mtime,
+                };
+                let flags = AtFlags::SYMLINK_NOFOLLOW;
+                rfs::utimensat(dst.dir.fd(), dst.name.as_c_str(), &times(moved), flags)
+                    .and_then(|()| rfs::utimensat(dst.dir.fd(), c".", &times(parent), flags))
+                    .map_err(|e| taken(id, e))
+            }
+        }
+    }
+
     /// Gives the non-directory at `at` a second name, attic entry `id`.
     fn link_to_attic(&self, at: &At<'_>, id: u64, path: &RelPath, redo_mode: bool) -> Result<()> {
         let attic = self.attic_fd(path)?;
@@ -890,6 +991,22 @@ fn moves_dirs(op: &Op) -> bool {
         | Op::RemoveXattr { .. }
         | Op::CopyRange { .. }
         | Op::Marker(_) => false,
+    }
+}
+
+/// What a replacing rename put in the attic before renaming.
+enum Kept {
+    /// A second name for the replaced non-directory, attic entry `id`.
+    Linked(u64),
+    /// The replaced empty directory, moved to attic entry `id`, and the
+    /// mtimes of its parent and of itself before the move.
+    Moved { id: u64, mtimes: [Timespec; 2] },
+}
+
+fn mtime_of(st: &rfs::Stat) -> Timespec {
+    Timespec {
+        tv_sec: st.st_mtime as _,
+        tv_nsec: st.st_mtime_nsec as _,
     }
 }
 

@@ -290,3 +290,327 @@ fn a_copy_from_a_short_source_is_refused_without_touching_the_target() {
     let diffs = compare_trees(&vol.tree_path(), &expect, &CompareOptions::default()).unwrap();
     assert!(diffs.is_empty(), "the refusal changed the tree: {diffs:?}");
 }
+
+/// Commits `op` on a master with history on and expects a refusal that
+/// changed nothing: the journal is where it was, the tree equals the journal
+/// materialized there, and the record's attic entry was not left behind (the
+/// next record gets the same seq, and a removal would find its entry taken).
+fn expect_refused_unchanged(
+    vol: &mut Volume,
+    vol_path: &std::path::Path,
+    dest: &std::path::Path,
+    op: Op,
+) {
+    use libjfs::record::implied_mtimes;
+    use libjfs::Timestamp;
+    let head = vol.head();
+    let what = op.to_string();
+    let time = Timestamp::new(1_800_000_000 + head.seq as i64, 0);
+    let mtimes = implied_mtimes(&op, time);
+    let err = vol.commit_with(time, op, mtimes).unwrap_err();
+    assert!(
+        matches!(&err, libjfs::VolumeError::Apply(e) if e.is_refusal()),
+        "{what}: {err:?}"
+    );
+    assert_eq!(vol.head(), head, "{what}: the refused record was retracted");
+    let entry = vol.attic_path().join((head.seq + 1).to_string());
+    assert!(
+        std::fs::symlink_metadata(&entry).is_err(),
+        "{what}: left attic entry {} behind",
+        head.seq + 1
+    );
+    let _ = std::fs::remove_dir_all(dest);
+    materialize(vol_path, head.seq, dest, |_| {}).unwrap();
+    let diffs = compare_trees(&vol.tree_path(), dest, &CompareOptions::default()).unwrap();
+    assert!(
+        diffs.is_empty(),
+        "{what}: the refusal changed the tree: {diffs:?}"
+    );
+}
+
+/// A replacing rename keeps the node it replaces in the attic, under the
+/// record's seq. A rename that is refused (no source, a file over a
+/// directory, a directory over a file or into itself) must not leave that
+/// entry, nor move a replaced directory away: the refused record is
+/// retracted, its seq goes to the next record, and a removal with that seq
+/// would be refused for an attic entry that "already exists".
+#[test]
+fn a_refused_replacing_rename_leaves_nothing_in_the_attic() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol_path = dir.path().join("vol");
+    let dest = dir.path().join("expect");
+    let mut vol = Volume::init(&vol_path, Role::Master).unwrap();
+    assert!(vol.history());
+    let node = NewNode {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    let dir_node = NewNode {
+        mode: 0o755,
+        ..node
+    };
+    for op in [
+        Op::Create { path: p("f"), node },
+        Op::Write {
+            path: p("f"),
+            offset: 0,
+            data: b"kept".to_vec(),
+        },
+        Op::Mkdir {
+            path: p("d"),
+            node: dir_node,
+        },
+        Op::Mkdir {
+            path: p("d/sub"),
+            node: dir_node,
+        },
+        Op::Mkdir {
+            path: p("empty"),
+            node: dir_node,
+        },
+    ] {
+        vol.commit(op).unwrap();
+    }
+    let rename = |from: &str, to: &str| Op::Rename {
+        from: p(from),
+        to: p(to),
+        mode: RenameMode::Replace,
+    };
+    let refused = [
+        rename("missing", "f"),
+        rename("d", "f"),
+        rename("f", "empty"),
+        rename("missing", "empty"),
+        rename("d", "d/sub"),
+        rename("empty", "d"),
+    ];
+    for (i, op) in refused.into_iter().enumerate() {
+        let scratch = p(&format!("scratch{i}"));
+        vol.commit(Op::Create {
+            path: scratch.clone(),
+            node,
+        })
+        .unwrap();
+        expect_refused_unchanged(&mut vol, &vol_path, &dest, op);
+        // The next record takes the refused one's seq, and its attic entry.
+        vol.commit(Op::Unlink { path: scratch }).unwrap();
+    }
+    // What the refusals left in place can still be replaced and removed.
+    vol.commit(Op::Create { path: p("g"), node }).unwrap();
+    vol.commit(rename("g", "f")).unwrap();
+    vol.commit(Op::Rmdir { path: p("d/sub") }).unwrap();
+    vol.commit(rename("d", "empty")).unwrap();
+    let head = vol.head();
+    let _ = std::fs::remove_dir_all(&dest);
+    materialize(&vol_path, head.seq, &dest, |_| {}).unwrap();
+    let diffs = compare_trees(&vol.tree_path(), &dest, &CompareOptions::default()).unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
+}
+
+/// The redo form of a replacing rename completes it from any state a crash
+/// left (before the attic step, after it, after the rename) and refuses
+/// nothing; in particular a directory that already replaced another is not
+/// mistaken for the directory it replaced.
+#[test]
+fn the_redo_of_a_replacing_rename_completes_it_from_any_step() {
+    use libjfs::record::BeforeImage;
+    use libjfs::tree::Tree;
+    use libjfs::{Record, Timestamp};
+    use std::os::unix::fs::MetadataExt;
+    let record = |seq: u64| Record {
+        seq,
+        time: Timestamp::new(1_700_000_000, 0),
+        op: Op::Rename {
+            from: p("a"),
+            to: p("b"),
+            mode: RenameMode::Replace,
+        },
+        mtimes: vec![],
+        before: vec![BeforeImage::Attic { id: seq }],
+    };
+    for dirs in [false, true] {
+        // 0: nothing done, 1: the replaced node is in the attic, 2: renamed.
+        for step in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let (root, attic) = (dir.path().join("tree"), dir.path().join("attic"));
+            std::fs::create_dir(&root).unwrap();
+            std::fs::create_dir(&attic).unwrap();
+            let (a, b, kept) = (root.join("a"), root.join("b"), attic.join("7"));
+            if dirs {
+                std::fs::create_dir(&a).unwrap();
+                std::fs::write(a.join("inside"), b"x").unwrap();
+                std::fs::create_dir(&b).unwrap();
+            } else {
+                std::fs::write(&a, b"new").unwrap();
+                std::fs::write(&b, b"old").unwrap();
+            }
+            let (src, old) = (
+                std::fs::symlink_metadata(&a).unwrap().ino(),
+                std::fs::symlink_metadata(&b).unwrap().ino(),
+            );
+            if step >= 1 {
+                if dirs {
+                    std::fs::rename(&b, &kept).unwrap();
+                } else {
+                    std::fs::hard_link(&b, &kept).unwrap();
+                }
+            }
+            if step >= 2 {
+                std::fs::rename(&a, &b).unwrap();
+            }
+            let tree = Tree::open_with_attic(&root, &attic).unwrap();
+            tree.apply(&record(7), Some(0))
+                .unwrap_or_else(|e| panic!("dirs {dirs}, step {step}: {e}"));
+            assert!(std::fs::symlink_metadata(&a).is_err());
+            assert_eq!(std::fs::symlink_metadata(&b).unwrap().ino(), src);
+            assert_eq!(std::fs::symlink_metadata(&kept).unwrap().ino(), old);
+        }
+    }
+}
+
+/// A set-attr that changes the owner and the mode of a symlink is refused
+/// (a symlink has no mode of its own) before the owner changes.
+#[test]
+fn a_refused_mode_change_on_a_symlink_leaves_its_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let vol_path = dir.path().join("vol");
+    let dest = dir.path().join("expect");
+    let mut vol = Volume::init(&vol_path, Role::Master).unwrap();
+    vol.commit(Op::Symlink {
+        path: p("l"),
+        target: b"nowhere".to_vec(),
+        uid: 0,
+        gid: 0,
+    })
+    .unwrap();
+    expect_refused_unchanged(
+        &mut vol,
+        &vol_path,
+        &dest,
+        Op::SetAttr {
+            node: Node::Path(p("l")),
+            mode: Some(0o600),
+            uid: Some(5),
+            gid: Some(6),
+            atime: None,
+            mtime: None,
+        },
+    );
+    let md = std::fs::symlink_metadata(vol.tree_path().join("l")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
+}
+
+/// A rename refused for a reason only the rename itself finds (here: its
+/// source sits in an append-only directory) gives back what the attic step
+/// took: the replaced file's attic link goes, a replaced directory returns.
+#[test]
+fn a_rename_refused_after_the_attic_step_gives_the_replaced_node_back() {
+    use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags};
+    struct AppendOnly(std::fs::File);
+    impl Drop for AppendOnly {
+        fn drop(&mut self) {
+            let flags = ioctl_getflags(&self.0).unwrap();
+            ioctl_setflags(&self.0, flags - IFlags::APPEND).unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vol_path = dir.path().join("vol");
+    let dest = dir.path().join("expect");
+    let mut vol = Volume::init(&vol_path, Role::Master).unwrap();
+    let node = NewNode {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    };
+    for op in [
+        Op::Mkdir {
+            path: p("ro"),
+            node,
+        },
+        Op::Create {
+            path: p("ro/f"),
+            node,
+        },
+        Op::Mkdir {
+            path: p("ro/d"),
+            node,
+        },
+        Op::Create { path: p("f"), node },
+        Op::Mkdir { path: p("e"), node },
+    ] {
+        vol.commit(op).unwrap();
+    }
+    let ro = std::fs::File::open(vol.tree_path().join("ro")).unwrap();
+    let flags = ioctl_getflags(&ro).unwrap();
+    if let Err(e) = ioctl_setflags(&ro, flags | IFlags::APPEND) {
+        eprintln!("skipped: cannot make a directory append-only here: {e}");
+        return;
+    }
+    let guard = AppendOnly(ro);
+    for (i, (from, to)) in [("ro/f", "f"), ("ro/d", "e")].into_iter().enumerate() {
+        let scratch = p(&format!("scratch{i}"));
+        vol.commit(Op::Create {
+            path: scratch.clone(),
+            node,
+        })
+        .unwrap();
+        let op = Op::Rename {
+            from: p(from),
+            to: p(to),
+            mode: RenameMode::Replace,
+        };
+        expect_refused_unchanged(&mut vol, &vol_path, &dest, op);
+        vol.commit(Op::Unlink { path: scratch }).unwrap();
+    }
+    drop(guard);
+}
+
+/// A directory cannot move inside itself. That is a refusal (nothing
+/// changed, the record is retracted), with history on or off and in every
+/// rename mode, not an I/O error that would leave the master with a
+/// journaled record it cannot apply.
+#[test]
+fn a_directory_moved_inside_itself_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol_path = dir.path().join("vol");
+    let dest = dir.path().join("expect");
+    let mut vol = Volume::init(&vol_path, Role::Master).unwrap();
+    let node = NewNode {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    };
+    for path in ["d", "d/sub", "d/sub/empty"] {
+        vol.commit(Op::Mkdir {
+            path: p(path),
+            node,
+        })
+        .unwrap();
+    }
+    let rename = |from: &str, to: &str, mode| Op::Rename {
+        from: p(from),
+        to: p(to),
+        mode,
+    };
+    for history in [true, false] {
+        vol.set_history(history).unwrap();
+        for op in [
+            rename("d", "d/sub/empty", RenameMode::Replace),
+            rename("d", "d/sub/new", RenameMode::Replace),
+            rename("d", "d/sub/new", RenameMode::NoReplace),
+            rename("d", "d/sub", RenameMode::Exchange),
+            rename("d/sub", "d", RenameMode::Exchange),
+        ] {
+            expect_refused_unchanged(&mut vol, &vol_path, &dest, op);
+            // The volume goes on.
+            vol.commit(Op::Mkdir {
+                path: p("d/x"),
+                node,
+            })
+            .unwrap();
+            vol.commit(Op::Rmdir { path: p("d/x") }).unwrap();
+        }
+    }
+}
