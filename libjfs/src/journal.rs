@@ -627,8 +627,8 @@ impl Journal {
         if self.head.seq == start.seq {
             return Ok(None);
         }
-        let file = self.to_seal(&self.active)?.build()?;
-        self.add_sealed(file.header, &[file.bytes()]).map(Some)
+        let sealed = self.to_seal(&self.active)?.write()?;
+        self.push_sealed(sealed).map(Some)
     }
 
     /// What sealing `seg`, which ends at the head or at the active segment's
@@ -724,11 +724,25 @@ impl Journal {
         let name = segment_name(header.first_seq, SEALED_EXT);
         let path = write_atomic(&self.dir, &name, bytes)?;
         let file_bytes = bytes.iter().map(|b| b.len() as u64).sum();
-        self.sealed.push(Sealed {
-            path: path.clone(),
+        self.push_sealed(Sealed {
+            path,
             header,
             file_bytes,
-        });
+        })
+    }
+
+    /// Takes `sealed`, just written, as the newest segment, and starts the
+    /// next active segment after it.
+    fn push_sealed(&mut self, sealed: Sealed) -> Result<SegmentInfo> {
+        let header = sealed.header;
+        let info = SegmentInfo {
+            path: sealed.path.clone(),
+            sealed: true,
+            first_seq: header.first_seq,
+            last_seq: header.last_seq,
+            file_bytes: sealed.file_bytes,
+        };
+        self.sealed.push(sealed);
         self.head = header.end();
         self.before_last = None;
         let next = ActiveHeader {
@@ -739,13 +753,7 @@ impl Journal {
         let old = std::mem::replace(&mut self.active, create_active(&self.dir, next)?);
         fs::remove_file(&old.path).map_err(io_err(format!("remove {}", old.path.display())))?;
         sync_dir(&self.dir)?;
-        Ok(SegmentInfo {
-            path,
-            sealed: true,
-            first_seq: header.first_seq,
-            last_seq: header.last_seq,
-            file_bytes,
-        })
+        Ok(info)
     }
 
     /// Every segment, oldest first; the active one last.
@@ -974,39 +982,100 @@ struct ToSeal {
 }
 
 impl ToSeal {
-    /// The sealed file's bytes: header, then the body, zstd-compressed
-    /// unless compression does not pay (already compressed or random data,
-    /// judged on a sample), in which case the frames are stored as they are.
-    fn build(&self) -> Result<SealedFile> {
-        let start = self.header.start();
-        let raw_len = (self.len - ACTIVE_HEADER_LEN as u64) as usize;
-        let mut raw = AlignedBuf::zeroed(SEALED_HEADER_LEN + raw_len);
-        self.file
-            .read_exact_at(
-                &mut raw.as_mut()[SEALED_HEADER_LEN..][..raw_len],
-                ACTIVE_HEADER_LEN as u64,
-            )
-            .map_err(io_err(format!("read {}", self.path.display())))?;
-        let frames = &raw.as_ref()[SEALED_HEADER_LEN..][..raw_len];
-        let compressed = match self.zstd_level {
-            Some(level) if worth_compressing(frames, level) => {
-                let bound = zstd::zstd_safe::compress_bound(raw_len);
-                let mut out = AlignedBuf::zeroed(SEALED_HEADER_LEN + bound);
-                let n = zstd::bulk::compress_to_buffer(
-                    frames,
-                    &mut out.as_mut()[SEALED_HEADER_LEN..],
-                    level,
-                )
-                .map_err(io_err("compress segment"))?;
-                (n < raw_len).then_some((out, n))
+    /// Writes the sealed file beside the active one, durably, reading the
+    /// active one a MiB at a time: memory stays small whatever the segment
+    /// size. The body is zstd-compressed unless compression does not pay
+    /// (already compressed or random data, judged on the first MiB, or a
+    /// body no smaller than the frames), in which case the frames are
+    /// stored as they are. Written with `O_DIRECT` where the filesystem has
+    /// it: from memory to the disk, without a copy in the page cache that
+    /// nobody would read soon.
+    fn write(self) -> Result<Sealed> {
+        let level = self
+            .zstd_level
+            .filter(|&level| self.worth_compressing(level));
+        let tmp = self.dir.join(format!(
+            "{}.{TMP_EXT}",
+            segment_name(self.header.first_seq, SEALED_EXT)
+        ));
+        let attempt = |direct| -> io::Result<(SealedHeader, u64)> {
+            if let Some(level) = level {
+                let (header, len) = self.write_to(&tmp, direct, Some(level))?;
+                if header.body_len < header.raw_len {
+                    return Ok((header, len));
+                }
             }
-            _ => None,
+            self.write_to(&tmp, direct, None)
         };
-        let (compression, mut buf, body_len) = match compressed {
-            Some((out, n)) => (Compression::Zstd, out, n),
-            None => (Compression::None, raw, raw_len),
+        let (header, file_bytes) = match attempt(true) {
+            // No O_DIRECT here, or not for these sizes: an ordinary write.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                attempt(false)
+            }
+            r => r,
+        }
+        .map_err(io_err(format!("write {}", tmp.display())))?;
+        let path = self.dir.join(segment_name(header.first_seq, SEALED_EXT));
+        fs::rename(&tmp, &path).map_err(io_err(format!("rename {}", tmp.display())))?;
+        sync_dir(&self.dir)?;
+        Ok(Sealed {
+            path,
+            header,
+            file_bytes,
+        })
+    }
+
+    /// Whether zstd shrinks the first MiB of frames by a tenth.
+    fn worth_compressing(&self, level: i32) -> bool {
+        let raw_len = self.len - ACTIVE_HEADER_LEN as u64;
+        let mut sample = vec![0u8; raw_len.min(CHUNK as u64) as usize];
+        self.file
+            .read_exact_at(&mut sample, ACTIVE_HEADER_LEN as u64)
+            .is_ok()
+            && zstd::bulk::compress(&sample, level).is_ok_and(|c| c.len() * 10 < sample.len() * 9)
+    }
+
+    /// Writes the sealed file to `tmp`, synced; returns its header and length.
+    fn write_to(
+        &self,
+        tmp: &Path,
+        direct: bool,
+        level: Option<i32>,
+    ) -> io::Result<(SealedHeader, u64)> {
+        let start = self.header.start();
+        let raw_len = self.len - ACTIVE_HEADER_LEN as u64;
+        let mut out = BodyWriter::create(tmp, direct)?;
+        let mut chunk = vec![0u8; CHUNK];
+        let mut frames = |sink: &mut dyn io::Write| -> io::Result<()> {
+            let mut done = 0;
+            while done < raw_len {
+                let n = (raw_len - done).min(CHUNK as u64) as usize;
+                self.file
+                    .read_exact_at(&mut chunk[..n], ACTIVE_HEADER_LEN as u64 + done)
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("read {}: {e}", self.path.display()))
+                    })?;
+                sink.write_all(&chunk[..n])?;
+                done += n as u64;
+            }
+            Ok(())
         };
-        let len = SEALED_HEADER_LEN + body_len;
+        let compression = match level {
+            Some(level) => {
+                let mut zstd = zstd::stream::write::Encoder::new(&mut out, level)?;
+                // As a one-shot compression of the whole would: the same bytes.
+                zstd.set_pledged_src_size(Some(raw_len))?;
+                zstd.include_contentsize(true)?;
+                frames(&mut zstd)?;
+                zstd.finish()?;
+                Compression::Zstd
+            }
+            None => {
+                frames(&mut out)?;
+                Compression::None
+            }
+        };
+        let (body_len, body_sha256) = out.body();
         let header = SealedHeader {
             volume_id: self.volume_id,
             compression,
@@ -1014,54 +1083,22 @@ impl ToSeal {
             last_seq: self.end.seq,
             prev_chain: start.chain,
             last_chain: self.end.chain,
-            raw_len: raw_len as u64,
-            body_len: body_len as u64,
-            body_sha256: Sha256::digest(&buf.as_ref()[SEALED_HEADER_LEN..len]).into(),
+            raw_len,
+            body_len,
+            body_sha256,
         };
-        buf.as_mut()[..SEALED_HEADER_LEN].copy_from_slice(&header.encode());
-        Ok(SealedFile { header, buf, len })
-    }
-
-    /// Writes the sealed file beside the active one, durably.
-    fn write(self) -> Result<Sealed> {
-        let file = self.build()?;
-        let name = segment_name(file.header.first_seq, SEALED_EXT);
-        let path = write_direct(&self.dir, &name, &file.buf, file.len)?;
-        Ok(Sealed {
-            path,
-            header: file.header,
-            file_bytes: file.len as u64,
-        })
+        let len = out.finish(&header.encode())?;
+        Ok((header, len))
     }
 }
 
-/// The bytes of a sealed segment file, built by [`ToSeal::build`].
-struct SealedFile {
-    header: SealedHeader,
-    /// The file's bytes, then zeros up to a whole block.
-    buf: AlignedBuf,
-    len: usize,
-}
-
-impl SealedFile {
-    fn bytes(&self) -> &[u8] {
-        &self.buf.as_ref()[..self.len]
-    }
-}
-
-/// Whether zstd shrinks `frames` enough to be worth its time, judged on
-/// their first MiB: random or already-compressed data would cost a full
-/// pass for a few percent.
-fn worth_compressing(frames: &[u8], level: i32) -> bool {
-    let sample = &frames[..frames.len().min(1 << 20)];
-    zstd::bulk::compress(sample, level).is_ok_and(|c| c.len() * 10 < sample.len() * 9)
-}
+/// Reads and writes of sealing go a MiB at a time.
+const CHUNK: usize = 1 << 20;
 
 /// Block size that `O_DIRECT` writes are aligned to, in memory and on disk.
 const DIRECT_ALIGN: usize = 4096;
 
-/// Zeroed bytes that start on a [`DIRECT_ALIGN`] boundary in memory, padded
-/// with zeros to a whole number of blocks.
+/// Zeroed bytes that start on a [`DIRECT_ALIGN`] boundary in memory.
 struct AlignedBuf {
     buf: Vec<u8>,
     start: usize,
@@ -1070,7 +1107,6 @@ struct AlignedBuf {
 
 impl AlignedBuf {
     fn zeroed(len: usize) -> AlignedBuf {
-        let len = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
         let buf = vec![0u8; len + DIRECT_ALIGN];
         let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
         AlignedBuf { buf, start, len }
@@ -1085,36 +1121,110 @@ impl AlignedBuf {
     }
 }
 
-/// Writes the first `len` bytes of `buf` to `dir/name` durably, like
-/// [`write_atomic`], but with `O_DIRECT`: from memory to the disk without
-/// a copy in the page cache, which is the costly part of writing a segment
-/// and which nobody would read soon. Filesystems without `O_DIRECT` get an
-/// ordinary write.
-fn write_direct(dir: &Path, name: &str, buf: &AlignedBuf, len: usize) -> Result<PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.{TMP_EXT}"));
-    let direct = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-        .open(&tmp)
-        .and_then(|mut f| {
-            // Whole blocks, then cut back to the file's length.
-            io::Write::write_all(
-                &mut f,
-                &buf.as_ref()[..len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN],
-            )?;
-            f.set_len(len as u64)?;
-            f.sync_all()
-        });
-    if direct.is_err() {
-        return write_atomic(dir, name, &[&buf.as_ref()[..len]]);
+/// The body of a sealed file, written after room for its header, in whole
+/// blocks from an aligned buffer (so `O_DIRECT` can take them), hashed on
+/// the way. [`BodyWriter::finish`] puts the header in front.
+struct BodyWriter {
+    file: File,
+    buf: AlignedBuf,
+    /// Bytes of `buf` in use; the file's first bytes are the header's room.
+    fill: usize,
+    /// File offset of `buf`.
+    offset: u64,
+    /// The file's first block as written, to put the header in at the end.
+    first: Option<AlignedBuf>,
+    body_len: u64,
+    sha: Sha256,
+}
+
+impl BodyWriter {
+    fn create(path: &Path, direct: bool) -> io::Result<BodyWriter> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = if direct {
+            rustix::fs::OFlags::DIRECT.bits() as i32
+        } else {
+            0
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(flags)
+            .open(path)?;
+        Ok(BodyWriter {
+            file,
+            buf: AlignedBuf::zeroed(CHUNK),
+            fill: SEALED_HEADER_LEN,
+            offset: 0,
+            first: None,
+            body_len: 0,
+            sha: Sha256::new(),
+        })
     }
-    fs::rename(&tmp, &path).map_err(io_err(format!("rename {}", tmp.display())))?;
-    sync_dir(dir)?;
-    Ok(path)
+
+    /// Writes the whole blocks of `buf` and keeps the rest.
+    fn flush_blocks(&mut self) -> io::Result<()> {
+        let whole = self.fill / DIRECT_ALIGN * DIRECT_ALIGN;
+        if whole == 0 {
+            return Ok(());
+        }
+        if self.offset == 0 {
+            let mut first = AlignedBuf::zeroed(DIRECT_ALIGN);
+            first
+                .as_mut()
+                .copy_from_slice(&self.buf.as_ref()[..DIRECT_ALIGN]);
+            self.first = Some(first);
+        }
+        self.file
+            .write_all_at(&self.buf.as_ref()[..whole], self.offset)?;
+        self.offset += whole as u64;
+        let rest = self.fill - whole;
+        self.buf.as_mut().copy_within(whole..self.fill, 0);
+        self.fill = rest;
+        Ok(())
+    }
+
+    fn body(&self) -> (u64, [u8; 32]) {
+        (self.body_len, self.sha.clone().finalize().into())
+    }
+
+    /// Writes what is left (the last block padded with zeros, then cut
+    /// back), the header into the first block, and syncs. Returns the
+    /// file's length.
+    fn finish(mut self, header: &[u8]) -> io::Result<u64> {
+        let len = SEALED_HEADER_LEN as u64 + self.body_len;
+        let padded = self.fill.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+        if self.offset == 0 {
+            self.buf.as_mut()[..header.len()].copy_from_slice(header);
+        }
+        self.file
+            .write_all_at(&self.buf.as_ref()[..padded], self.offset)?;
+        if let Some(mut first) = self.first.take() {
+            first.as_mut()[..header.len()].copy_from_slice(header);
+            self.file.write_all_at(first.as_ref(), 0)?;
+        }
+        self.file.set_len(len)?;
+        self.file.sync_all()?;
+        Ok(len)
+    }
+}
+
+impl io::Write for BodyWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = bytes.len().min(CHUNK - self.fill);
+        self.buf.as_mut()[self.fill..self.fill + n].copy_from_slice(&bytes[..n]);
+        self.sha.update(&bytes[..n]);
+        self.fill += n;
+        self.body_len += n as u64;
+        if self.fill == CHUNK {
+            self.flush_blocks()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn check_volume(path: &Path, expected: VolumeId, found: VolumeId) -> Result<()> {

@@ -1720,3 +1720,61 @@ fn segments_of_random_data_are_stored_uncompressed() {
     let (j, _) = Journal::open(&jdir, VOL, small_segments()).unwrap();
     assert_eq!(records_of(&read_all(&j).unwrap()), records);
 }
+
+#[test]
+fn segments_of_several_mib_are_sealed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let config = JournalConfig {
+        segment_bytes: 3 << 20,
+        zstd_level: Some(3),
+    };
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut records = Vec::new();
+    for seq in 1..=120u64 {
+        // Random blocks, then text: segments of each kind, and bodies that
+        // end anywhere in a block.
+        let data: Vec<u8> = if seq <= 60 {
+            (0..100_000 + seq as usize * 13)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        } else {
+            format!("{seq} ").repeat(20_000 + seq as usize).into_bytes()
+        };
+        records.push(record(
+            seq,
+            Op::Write {
+                path: p(b"f"),
+                offset: 0,
+                data,
+            },
+        ));
+    }
+    let mut j = Journal::create(&jdir, VOL, config.clone()).unwrap();
+    for r in &records {
+        j.append(r).unwrap();
+        j.seal_if_full().unwrap();
+    }
+    j.seal().unwrap();
+    assert!(j.segments().iter().filter(|s| s.sealed).count() >= 4);
+    let mut kinds = Vec::new();
+    for s in j.segments().iter().filter(|s| s.sealed) {
+        let file = fs::read(&s.path).unwrap();
+        assert_eq!(file.len() as u64, s.file_bytes);
+        let h = libjfs::format::SealedHeader::decode(&file).unwrap();
+        // All but the last, sealed at the end, were full.
+        assert!(h.raw_len > 2 << 20 || h.last_seq == 120, "{h:?}");
+        kinds.push(h.compression);
+    }
+    use libjfs::format::Compression;
+    assert!(kinds.contains(&Compression::None), "{kinds:?}");
+    assert!(kinds.contains(&Compression::Zstd), "{kinds:?}");
+    drop(j);
+    let (j, _) = Journal::open(&jdir, VOL, config).unwrap();
+    assert_eq!(records_of(&read_all(&j).unwrap()), records);
+}
