@@ -365,9 +365,8 @@ impl Journal {
             }
             actives.push((path, header));
         }
-        let mut retired = None;
-        if actives.len() == 2 {
-            let (path, header) = actives.remove(0);
+        // An active segment must start where the sealed ones end.
+        let continues = |path: &Path, header: &ActiveHeader, head: Position| {
             if !sealed.is_empty() && header.start() != head {
                 return Err(layout(format!(
                     "active segment {} starts at {} but the sealed ones end at {}",
@@ -376,6 +375,12 @@ impl Journal {
                     head
                 )));
             }
+            Ok(())
+        };
+        let mut retired = None;
+        if actives.len() == 2 {
+            let (path, header) = actives.remove(0);
+            continues(&path, &header, head)?;
             let (len, end, torn) = scan_active(&path, header)?;
             let end = end.unwrap_or(header.start());
             if torn.is_none() && end == actives[0].1.start() {
@@ -398,14 +403,7 @@ impl Journal {
         let active = actives.pop();
         let active = match active {
             Some((path, header)) => {
-                if !sealed.is_empty() && header.start() != head {
-                    return Err(layout(format!(
-                        "active segment {} starts at {} but the sealed ones end at {}",
-                        path.display(),
-                        header.start(),
-                        head
-                    )));
-                }
+                continues(&path, &header, head)?;
                 head = header.start();
                 let (len, end, torn) = scan_active(&path, header)?;
                 head = end.unwrap_or(head);
