@@ -17,8 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{is_mounted, ok, run};
-use libjfs::compare::{compare_trees, CompareOptions};
+use common::{assert_same_tree, is_mounted, ok, run};
 use proc::Proc;
 use serde_json::Value;
 
@@ -79,22 +78,6 @@ fn wait_converged(master: &Path, replicas: &[&Path], timeout: Duration) -> (u64,
         );
         thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn assert_same_tree(left: &Path, right: &Path) {
-    let diffs = compare_trees(left, right, &CompareOptions::default()).unwrap();
-    assert!(
-        diffs.is_empty(),
-        "{} and {} differ:\n{}",
-        left.display(),
-        right.display(),
-        diffs
-            .iter()
-            .take(30)
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }
 
 /// The replica's journal holds exactly the master's records from where it starts.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{is_mounted, ok, real_sources, run};
+use common::{assert_same_tree, is_mounted, ok, real_sources, run};
 use libjfs::compare::{compare_trees, CompareOptions};
 use proc::Proc;
 use proxy::Proxy;
@@ -208,23 +208,6 @@ fn wait_state(rvol: &Path, state: &str, timeout: Duration) -> (i32, Value) {
         );
         thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn assert_same_tree(left: &Path, right: &Path) {
-    let diffs = compare_trees(left, right, &CompareOptions::default()).unwrap();
-    assert!(
-        diffs.is_empty(),
-        "{} and {} differ ({} differences):\n{}",
-        left.display(),
-        right.display(),
-        diffs.len(),
-        diffs
-            .iter()
-            .take(30)
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }
 
 /// The journals hold the same records: `jfs-master log --json` of both.

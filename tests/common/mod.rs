@@ -283,3 +283,23 @@ pub fn everyday_edits(dir: &Path, edits: usize) {
         d = dir.display()
     ));
 }
+
+/// Asserts that two trees are identical as `compare_trees` sees them,
+/// listing the first differences when they are not.
+pub fn assert_same_tree(left: &Path, right: &Path) {
+    use libjfs::compare::{compare_trees, CompareOptions};
+    let diffs = compare_trees(left, right, &CompareOptions::default()).unwrap();
+    assert!(
+        diffs.is_empty(),
+        "{} and {} differ ({} differences):\n{}",
+        left.display(),
+        right.display(),
+        diffs.len(),
+        diffs
+            .iter()
+            .take(30)
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
