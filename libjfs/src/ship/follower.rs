@@ -475,6 +475,8 @@ async fn session(
     let (id, from, mut until_seq) = {
         let mut v = lock(vol);
         let until_seq = until_target.as_ref().map(|t| resolve(&v, t));
+        // What the journal holds came from the server, which holds it still.
+        saw(state, v.head());
         // Nothing is applied before it is durable in the journal.
         let durable = v.journal().sync().map_err(VolumeError::from);
         if let Err(e) = durable.and_then(|_| apply(&mut v, hooks, until_seq, &[])) {
@@ -511,6 +513,7 @@ async fn session(
         s.master_head = Some(head);
         s.last_heard = Some(Timestamp::now());
     });
+    saw(state, from);
     // A task reads the connection ahead, so that what arrives while the
     // replica syncs and applies is taken in the next round as one group:
     // one fdatasync and one ack however many batches it holds.
@@ -644,6 +647,8 @@ async fn session(
                             )));
                             break;
                         }
+                        // The server holds them, whether or not they fit here.
+                        saw(state, end);
                         let marker = pin_in(&records, until_target.as_ref());
                         match v.receive(&records) {
                             Ok(entries) => received.extend(entries),
@@ -712,9 +717,12 @@ async fn session(
                     seen = Some(end);
                 }
             }
+            // A group that failed part way may have journaled more than
+            // `seen` says: the journal counts too.
             if let Some(end) = seen {
                 saw(state, end);
             }
+            saw(state, v.head());
             if pin
                 .as_ref()
                 .is_some_and(|p| p.has_changed().unwrap_or(false))
