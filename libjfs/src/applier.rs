@@ -63,6 +63,12 @@ impl ApplyError {
             }
         )
     }
+
+    /// True when the tree was left as it was: the record was refused, or
+    /// the system could not apply it (no room, say) and changed nothing.
+    pub fn changed_nothing(&self) -> bool {
+        matches!(self, ApplyError::Tree { source, .. } if source.changed_nothing())
+    }
 }
 
 /// What the slot says.
@@ -329,8 +335,7 @@ impl Applier {
                 Ok(())
             }
             Err(source) => {
-                let refused = matches!(source, TreeError::Refused { .. });
-                if refused && redo.is_none() {
+                if source.changed_nothing() && redo.is_none() {
                     // Nothing changed: the record is simply not applied.
                     if let Some(slot) = &self.slot {
                         slot.write(&SlotState::at(self.applied))?;

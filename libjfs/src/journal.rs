@@ -15,6 +15,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -165,7 +166,13 @@ pub struct Journal {
     retired: Option<Active>,
     /// The thread sealing `retired`.
     sealing: Option<JoinHandle<Result<Sealed>>>,
+    /// After a failed attempt to seal or to start a segment (a full disk),
+    /// when to try again; until then appends go on in the full segment.
+    retry_at: Option<Instant>,
 }
+
+/// How long appends go on in a full segment after sealing it failed.
+const SEAL_RETRY: Duration = Duration::from_secs(10);
 
 fn segment_name(first_seq: u64, ext: &str) -> String {
     format!("{first_seq:020}.{ext}")
@@ -222,7 +229,7 @@ impl Journal {
             first_seq: start.seq + 1,
             prev_chain: start.chain,
         };
-        let active = create_active(dir, header)?;
+        let active = create_active(dir, header, config.segment_bytes)?;
         Ok(Journal {
             dir: dir.to_owned(),
             volume_id,
@@ -235,6 +242,7 @@ impl Journal {
             before_last: None,
             retired: None,
             sealing: None,
+            retry_at: None,
         })
     }
 
@@ -412,6 +420,9 @@ impl Journal {
                     .write(!read_only)
                     .open(&path)
                     .map_err(io_err(format!("open {}", path.display())))?;
+                if !read_only {
+                    reserve(&file, config.segment_bytes);
+                }
                 if let Some((offset, reason)) = torn {
                     let file_len = file
                         .metadata()
@@ -445,7 +456,7 @@ impl Journal {
                     first_seq: head.seq + 1,
                     prev_chain: head.chain,
                 };
-                create_active(dir, header)?
+                create_active(dir, header, config.segment_bytes)?
             }
         };
         let mut journal = Journal {
@@ -460,6 +471,7 @@ impl Journal {
             before_last: None,
             retired: None,
             sealing: None,
+            retry_at: None,
         };
         if let Some((path, header, len)) = retired {
             let file = File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
@@ -540,6 +552,8 @@ impl Journal {
             // Leave no partial frame behind. If even this fails, reopening
             // treats what is left as a torn tail.
             let _ = self.active.file.set_len(self.active.len);
+            // Cutting back also gave the reserve back.
+            reserve(&self.active.file, self.config.segment_bytes);
             return Err(JournalError::Io {
                 context: format!("append record {seq}"),
                 source: e,
@@ -565,6 +579,7 @@ impl Journal {
             .file
             .set_len(len)
             .map_err(io_err(format!("truncate {}", self.active.path.display())))?;
+        reserve(&self.active.file, self.config.segment_bytes);
         self.active.len = len;
         self.head = head;
         Ok(())
@@ -596,17 +611,22 @@ impl Journal {
     /// copy is in place. One segment is sealed at a time: when the next one
     /// fills first, this waits for that seal.
     ///
-    /// Returns the segment whose sealing finished, if one did.
+    /// Returns the segment whose sealing finished, if one did. When that
+    /// fails (a full disk), appends go on in the full segment, and the
+    /// next try is [`SEAL_RETRY`] later, so that each append does not
+    /// pay for a seal that cannot succeed.
     pub fn seal_if_full(&mut self) -> Result<Option<SegmentInfo>> {
         // A failed background seal is retried, and reported, below or by `seal`.
         let mut done = self.finish_retired(false).unwrap_or(None);
-        if self.is_full() {
-            if let Some(info) = self.finish_retired(true)? {
-                done = Some(info);
-            }
-            self.retire_active()?;
+        if !self.is_full() || self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Ok(done);
         }
-        Ok(done)
+        let rolled = self.finish_retired(true).and_then(|info| {
+            done = info.or(done.take());
+            self.retire_active()
+        });
+        self.retry_at = rolled.is_err().then(|| Instant::now() + SEAL_RETRY);
+        rolled.map(|()| done)
     }
 
     /// Seals the active segment (if it holds any record) into an immutable,
@@ -664,7 +684,10 @@ impl Journal {
             first_seq: self.head.seq + 1,
             prev_chain: self.head.chain,
         };
-        let old = std::mem::replace(&mut self.active, create_active(&self.dir, next)?);
+        let old = std::mem::replace(
+            &mut self.active,
+            create_active(&self.dir, next, self.config.segment_bytes)?,
+        );
         self.before_last = None;
         let job = self.to_seal(&old)?;
         self.retired = Some(old);
@@ -748,7 +771,10 @@ impl Journal {
             first_seq: header.last_seq + 1,
             prev_chain: header.last_chain,
         };
-        let old = std::mem::replace(&mut self.active, create_active(&self.dir, next)?);
+        let old = std::mem::replace(
+            &mut self.active,
+            create_active(&self.dir, next, self.config.segment_bytes)?,
+        );
         fs::remove_file(&old.path).map_err(io_err(format!("remove {}", old.path.display())))?;
         sync_dir(&self.dir)?;
         Ok(info)
@@ -1270,7 +1296,7 @@ fn list_dir(dir: &Path) -> Result<Listing> {
     Ok(l)
 }
 
-fn create_active(dir: &Path, header: ActiveHeader) -> Result<Active> {
+fn create_active(dir: &Path, header: ActiveHeader, segment_bytes: u64) -> Result<Active> {
     let name = segment_name(header.first_seq, ACTIVE_EXT);
     let path = write_atomic(dir, &name, &[&header.encode()])?;
     let file = OpenOptions::new()
@@ -1278,12 +1304,27 @@ fn create_active(dir: &Path, header: ActiveHeader) -> Result<Active> {
         .write(true)
         .open(&path)
         .map_err(io_err(format!("open {}", path.display())))?;
+    reserve(&file, segment_bytes);
     Ok(Active {
         path,
         file,
         header,
         len: ACTIVE_HEADER_LEN as u64,
     })
+}
+
+/// Sets the disk space of a whole segment aside for the active segment's
+/// appends, without changing its length: when the disk fills up, records
+/// still fit, among them the removals that give room back. Where the
+/// space is not there (or the filesystem cannot set it aside) appends go
+/// on without, as they would anyway.
+fn reserve(file: &File, segment_bytes: u64) {
+    let _ = rustix::fs::fallocate(
+        file,
+        rustix::fs::FallocateFlags::KEEP_SIZE,
+        0,
+        segment_bytes,
+    );
 }
 
 fn read_prefix(path: &Path, n: usize) -> Result<(Vec<u8>, u64)> {

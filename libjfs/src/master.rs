@@ -138,7 +138,7 @@ fn errno_of(e: &io::Error) -> Errno {
 fn commit_errno(e: &VolumeError) -> Errno {
     match e {
         VolumeError::Apply(ApplyError::Tree {
-            source: TreeError::Refused { errno, .. },
+            source: TreeError::Refused { errno, .. } | TreeError::Unchanged { errno, .. },
             ..
         }) => *errno,
         VolumeError::Apply(ApplyError::Tree {

@@ -23,7 +23,6 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -46,6 +45,12 @@ pub enum TreeError {
     /// `errno` is what a local filesystem answers in the same case.
     #[error("{reason}")]
     Refused { errno: Errno, reason: String },
+    /// The system could not do the operation and nothing was changed: no
+    /// room left, a file larger than this filesystem holds, a mode it does
+    /// not support. The record itself is sound: a replica waits and tries
+    /// again, a master takes the record back and answers `errno`.
+    #[error("{context}: {}", io::Error::from(*.errno))]
+    Unchanged { errno: Errno, context: String },
     /// The system failed part-way; the operation may be partly applied and is
     /// completed by its redo form.
     #[error("{context}")]
@@ -56,7 +61,37 @@ pub enum TreeError {
     },
 }
 
+impl TreeError {
+    /// True when the tree is as it was before the operation.
+    pub fn changed_nothing(&self) -> bool {
+        matches!(
+            self,
+            TreeError::Refused { .. } | TreeError::Unchanged { .. }
+        )
+    }
+}
+
 type Result<T> = std::result::Result<T, TreeError>;
+
+/// Failures of a single system call that leave the tree as it was: the
+/// filesystem is out of room or does not hold or support what was asked.
+const CHANGED_NOTHING: [Errno; 8] = [
+    Errno::NOSPC,
+    Errno::DQUOT,
+    Errno::FBIG,
+    Errno::MLINK,
+    Errno::NAMETOOLONG,
+    Errno::TOOBIG,
+    Errno::RANGE,
+    Errno::OPNOTSUPP,
+];
+
+/// Out of room: a write may have got part way before it saw that.
+const NO_ROOM: [Errno; 2] = [Errno::NOSPC, Errno::DQUOT];
+
+/// Files ending below this are not checked against the filesystem's
+/// largest file: every filesystem Linux writes to holds 2 GiB.
+const CHECK_SIZE_ABOVE: u64 = 1 << 31;
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
@@ -256,6 +291,11 @@ impl Tree {
     /// Opens a regular file for I/O. The node is pinned with `O_PATH` and
     /// checked before it is opened for real, so a device or fifo is never opened.
     fn open_regular(&self, path: &RelPath, flags: OFlags) -> Result<OwnedFd> {
+        self.open_regular_stat(path, flags).map(|(fd, _)| fd)
+    }
+
+    /// [`Tree::open_regular`], with the file's status before anything changes.
+    fn open_regular_stat(&self, path: &RelPath, flags: OFlags) -> Result<(OwnedFd, rfs::Stat)> {
         let at = self.at(path)?;
         let (pinned, st) = Tree::open_path(&at).map_err(|e| match e {
             Errno::NOENT => refused(Errno::NOENT, format!("{path}: does not exist")),
@@ -264,12 +304,13 @@ impl Tree {
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(refused(Errno::INVAL, format!("{path}: not a regular file")));
         }
-        rfs::open(
+        let fd = rfs::open(
             proc_fd(&pinned),
             flags | OFlags::CLOEXEC | OFlags::NOCTTY,
             Mode::empty(),
         )
-        .map_err(|e| io_err(format!("open {path}"), e))
+        .map_err(|e| io_err(format!("open {path}"), e))?;
+        Ok((fd, st))
     }
 
     /// A value that lets the redo form tell whether the operation already
@@ -569,7 +610,7 @@ impl Tree {
                 };
                 match (renamed, kept) {
                     // A refusal changes nothing: the attic gives the node back.
-                    (Err(e @ TreeError::Refused { .. }), Some(kept)) if !redo_mode => {
+                    (Err(e), Some(kept)) if e.changed_nothing() && !redo_mode => {
                         self.take_back(kept, &dst, to)?;
                         Err(e)
                     }
@@ -577,18 +618,36 @@ impl Tree {
                 }
             }
             Op::Write { path, offset, data } => {
-                let file = std::fs::File::from(self.open_regular(path, OFlags::WRONLY)?);
-                file.write_all_at(data, *offset)
-                    .map_err(|e| TreeError::Io {
-                        context: format!("write {path}"),
-                        source: e,
-                    })?;
-                *written = Some((path, file.into()));
+                let (fd, before) = self.open_regular_stat(path, OFlags::WRONLY)?;
+                let what = || format!("write {path}");
+                fits(&fd, offset.checked_add(data.len() as u64), what)?;
+                let (mut off, mut left) = (*offset, data.as_slice());
+                while !left.is_empty() {
+                    match rustix::io::pwrite(&fd, left, off) {
+                        Ok(0) => return Err(io_err(what(), Errno::IO)),
+                        Ok(n) => {
+                            left = &left[n..];
+                            off += n as u64;
+                        }
+                        Err(Errno::INTR) => {}
+                        Err(e) => return Err(put_back(&fd, &before, *offset, off, e, what)),
+                    }
+                }
+                *written = Some((path, fd));
                 Ok(())
             }
             Op::Truncate { path, size } => {
-                let fd = self.open_regular(path, OFlags::WRONLY)?;
-                rfs::ftruncate(&fd, *size).map_err(|e| io_err(format!("truncate {path}"), e))?;
+                let (fd, before) = self.open_regular_stat(path, OFlags::WRONLY)?;
+                let what = || format!("truncate {path}");
+                fits(&fd, Some(*size), what)?;
+                rfs::ftruncate(&fd, *size).map_err(|e| match e {
+                    Errno::FBIG | Errno::INVAL => unchanged(e, what()),
+                    // Growing a file only changes its size.
+                    e if *size >= before.st_size as u64 => {
+                        put_back(&fd, &before, *size, *size, e, what)
+                    }
+                    e => io_err(what(), e),
+                })?;
                 *written = Some((path, fd));
                 Ok(())
             }
@@ -598,7 +657,9 @@ impl Tree {
                 offset,
                 len,
             } => {
-                let fd = self.open_regular(path, OFlags::WRONLY)?;
+                let (fd, before) = self.open_regular_stat(path, OFlags::WRONLY)?;
+                let what = || format!("fallocate {path}");
+                fits(&fd, offset.checked_add(*len), what)?;
                 let flags = match mode {
                     FallocateMode::Allocate => FallocateFlags::empty(),
                     FallocateMode::KeepSize => FallocateFlags::KEEP_SIZE,
@@ -610,8 +671,17 @@ impl Tree {
                         FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE
                     }
                 };
-                rfs::fallocate(&fd, flags, *offset, *len)
-                    .map_err(|e| io_err(format!("fallocate {path}"), e))?;
+                rfs::fallocate(&fd, flags, *offset, *len).map_err(|e| match e {
+                    // Checked before anything is done.
+                    Errno::OPNOTSUPP | Errno::INVAL | Errno::FBIG | Errno::NODEV => {
+                        unchanged(e, what())
+                    }
+                    // Allocation changes no byte; a size that grew goes back.
+                    e if matches!(mode, FallocateMode::Allocate | FallocateMode::KeepSize) => {
+                        put_back(&fd, &before, *offset, *offset, e, what)
+                    }
+                    e => io_err(what(), e),
+                })?;
                 *written = Some((path, fd));
                 Ok(())
             }
@@ -697,7 +767,9 @@ impl Tree {
                 len,
             } => {
                 let input = self.open_regular(src, OFlags::RDONLY)?;
-                let output = self.open_regular(dst, OFlags::WRONLY)?;
+                let (output, before) = self.open_regular_stat(dst, OFlags::WRONLY)?;
+                let what = || format!("copy {src} to {dst}");
+                fits(&output, dst_offset.checked_add(*len), what)?;
                 // A short source is refused before anything is copied: the
                 // kernel would copy what there is, and stamp the target's
                 // mtime, before the end of the source showed.
@@ -726,7 +798,7 @@ impl Tree {
                         Errno::INVAL if left == *len => {
                             refused(e, format!("copy {src} to {dst}: {e}"))
                         }
-                        e => io_err(format!("copy {src} to {dst}"), e),
+                        e => put_back(&output, &before, *dst_offset, off_out, e, what),
                     })?;
                     if n == 0 {
                         // The source shrank during the copy: part of it may
@@ -1034,6 +1106,73 @@ fn refused(errno: Errno, reason: String) -> TreeError {
     TreeError::Refused { errno, reason }
 }
 
+fn unchanged(errno: Errno, context: String) -> TreeError {
+    TreeError::Unchanged { errno, context }
+}
+
+/// The failure of one system call that changes all or nothing.
+fn failed(context: String, e: Errno) -> TreeError {
+    if CHANGED_NOTHING.contains(&e) {
+        unchanged(e, context)
+    } else {
+        io_err(context, e)
+    }
+}
+
+/// Refuses, before anything changes, a file that would end past `end`
+/// where this filesystem cannot hold it (a write that ran into the limit
+/// would stop part way). Seeking there fails exactly when it is past the
+/// filesystem's largest file.
+fn fits(fd: &OwnedFd, end: Option<u64>, what: impl Fn() -> String) -> Result<()> {
+    let too_big = || unchanged(Errno::FBIG, what());
+    let end = end.filter(|&e| e <= i64::MAX as u64).ok_or_else(too_big)?;
+    if end > CHECK_SIZE_ABOVE {
+        rfs::seek(fd, rfs::SeekFrom::Start(end)).map_err(|_| too_big())?;
+    }
+    Ok(())
+}
+
+/// After a call that writes from `offset` failed with `e` having got to
+/// `reached`: when it failed for want of room and wrote nothing over old
+/// bytes, puts the old size and mtime back, so that nothing changed.
+/// Anything else may be half done.
+fn put_back(
+    fd: &OwnedFd,
+    before: &rfs::Stat,
+    offset: u64,
+    reached: u64,
+    e: Errno,
+    what: impl Fn() -> String,
+) -> TreeError {
+    let old_size = before.st_size as u64;
+    if e == Errno::FBIG && reached == offset {
+        return unchanged(e, what());
+    }
+    if !NO_ROOM.contains(&e) || (reached > offset && offset < old_size) {
+        return io_err(what(), e);
+    }
+    let undo = || -> std::result::Result<(), Errno> {
+        if rfs::fstat(fd)?.st_size as u64 > old_size {
+            rfs::ftruncate(fd, old_size)?;
+        }
+        let mtime = Timespec {
+            tv_sec: before.st_mtime as _,
+            tv_nsec: before.st_mtime_nsec as _,
+        };
+        rfs::futimens(
+            fd,
+            &Timestamps {
+                last_access: OMIT,
+                last_modification: mtime,
+            },
+        )
+    };
+    match undo() {
+        Ok(()) => unchanged(e, what()),
+        Err(_) => io_err(what(), e),
+    }
+}
+
 fn io_err(context: String, e: Errno) -> TreeError {
     TreeError::Io {
         context,
@@ -1045,7 +1184,7 @@ fn io_err(context: String, e: Errno) -> TreeError {
 fn exists_or_io(path: &RelPath, what: &str, e: Errno) -> TreeError {
     match e {
         Errno::EXIST => refused(Errno::EXIST, format!("{path}: already exists ({what})")),
-        e => io_err(format!("{what} {path}"), e),
+        e => failed(format!("{what} {path}"), e),
     }
 }
 
@@ -1063,7 +1202,7 @@ fn missing_exists_or_io_node(node: &Node, what: &str, e: Errno) -> TreeError {
         Errno::NOTDIR => "is not a directory",
         Errno::PERM => "operation not permitted on this node",
         Errno::LOOP => "a symlink lies on the way",
-        _ => return io_err(format!("{what} {node}"), e),
+        _ => return failed(format!("{what} {node}"), e),
     };
     refused(e, format!("{node}: {why} ({what})"))
 }
@@ -1274,5 +1413,200 @@ mod tests {
             assert!(cached(&tree) <= MAX_CACHED_DIRS);
         }
         assert!(dir.path().join("tree/d265/f").is_file());
+    }
+
+    fn unchanged_with(r: Result<()>) -> Option<Errno> {
+        match r {
+            Err(TreeError::Unchanged { errno, .. }) => Some(errno),
+            _ => None,
+        }
+    }
+
+    fn write(tree: &Tree, path: &str, offset: u64, data: Vec<u8>) -> Result<()> {
+        let path = p(path);
+        apply(tree, Op::Write { path, offset, data })
+    }
+
+    /// Size, mtime and bytes of a file: what a failure must leave alone.
+    fn state(path: &std::path::Path) -> (u64, i64, i64, Vec<u8>) {
+        let md = std::fs::metadata(path).unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        (md.size(), md.mtime(), md.mtime_nsec(), bytes)
+    }
+
+    /// Gives `path` an mtime long past, so that a failure that stamps the
+    /// time shows.
+    fn age(path: &std::path::Path) {
+        let old = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 123);
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(old).unwrap();
+    }
+
+    /// A tmpfs mounted for a test (as root), unmounted on drop.
+    struct SmallFs(tempfile::TempDir);
+
+    impl SmallFs {
+        fn mount(options: &str) -> SmallFs {
+            let dir = tempfile::tempdir().unwrap();
+            let st = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount -t tmpfs -o {options} (needs root)");
+            SmallFs(dir)
+        }
+
+        fn tree(&self) -> (std::path::PathBuf, Tree) {
+            let root = self.0.path().join("tree");
+            std::fs::create_dir(&root).unwrap();
+            std::fs::create_dir(self.0.path().join("attic")).unwrap();
+            let tree = Tree::open_with_attic(&root, &self.0.path().join("attic")).unwrap();
+            (root, tree)
+        }
+    }
+
+    impl Drop for SmallFs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_write_or_allocation_that_finds_no_room_changes_nothing() {
+        let fs = SmallFs::mount("size=1m");
+        let (root, tree) = fs.tree();
+        let f = root.join("f");
+        create(&tree, "f").unwrap();
+        write(&tree, "f", 0, vec![1; 100_000]).unwrap();
+        age(&f);
+        let before = state(&f);
+        // Part of it fits before the disk is full: the size and mtime go back.
+        let past_end = write(&tree, "f", 100_000, vec![2; 2 << 20]);
+        assert_eq!(unchanged_with(past_end), Some(Errno::NOSPC));
+        assert_eq!(state(&f), before);
+        // Further on, leaving a hole.
+        let past_hole = write(&tree, "f", 300_000, vec![2; 2 << 20]);
+        assert_eq!(unchanged_with(past_hole), Some(Errno::NOSPC));
+        assert_eq!(state(&f), before);
+        for mode in [FallocateMode::Allocate, FallocateMode::KeepSize] {
+            let path = p("f");
+            let (offset, len) = (0, 2 << 20);
+            let r = apply(
+                &tree,
+                Op::Fallocate {
+                    path,
+                    mode,
+                    offset,
+                    len,
+                },
+            );
+            assert_eq!(unchanged_with(r), Some(Errno::NOSPC), "{mode:?}");
+            assert_eq!(state(&f), before, "{mode:?}");
+        }
+        // Over old bytes the old ones are gone: that is no "nothing changed".
+        let over_old = write(&tree, "f", 50_000, vec![3; 2 << 20]);
+        assert!(
+            matches!(over_old, Err(TreeError::Io { .. })),
+            "{over_old:?}"
+        );
+    }
+
+    #[test]
+    fn a_node_that_finds_no_inode_left_changes_nothing() {
+        let fs = SmallFs::mount("size=1m,nr_inodes=16");
+        let (root, tree) = fs.tree();
+        mkdir(&tree, "d");
+        let mut made = 0;
+        let failure = loop {
+            match create(&tree, &format!("d/f{made}")) {
+                Ok(()) => made += 1,
+                Err(e) => break e,
+            }
+            assert!(made < 16, "a tmpfs of 16 inodes took {made} files");
+        };
+        assert!(
+            matches!(
+                failure,
+                TreeError::Unchanged {
+                    errno: Errno::NOSPC,
+                    ..
+                }
+            ),
+            "{failure:?}"
+        );
+        let node = NODE;
+        let r = apply(&tree, Op::Mkdir { path: p("e"), node });
+        assert_eq!(unchanged_with(r), Some(Errno::NOSPC));
+        let (target, uid, gid) = (b"d".to_vec(), 0, 0);
+        let r = apply(
+            &tree,
+            Op::Symlink {
+                path: p("l"),
+                target,
+                uid,
+                gid,
+            },
+        );
+        assert_eq!(unchanged_with(r), Some(Errno::NOSPC));
+        let names = std::fs::read_dir(&root).unwrap().count();
+        assert_eq!(names, 1, "only d is in the tree");
+        assert_eq!(std::fs::read_dir(root.join("d")).unwrap().count(), made);
+        // Room again: the same records apply.
+        apply(&tree, Op::Unlink { path: p("d/f0") }).unwrap();
+        create(&tree, "d/again").unwrap();
+    }
+
+    #[test]
+    fn a_file_past_the_largest_this_filesystem_holds_changes_nothing() {
+        let (dir, tree) = tree();
+        let f = dir.path().join("tree/f");
+        create(&tree, "f").unwrap();
+        write(&tree, "f", 0, b"abc".to_vec()).unwrap();
+        age(&f);
+        let before = state(&f);
+        // The largest size this filesystem holds: seeking past it fails.
+        let file = std::fs::File::open(&f).unwrap();
+        let (mut lo, mut hi) = (0u64, i64::MAX as u64);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            match rfs::seek(&file, rfs::SeekFrom::Start(mid)) {
+                Ok(_) => lo = mid,
+                Err(_) => hi = mid - 1,
+            }
+        }
+        let max = lo;
+        assert!(max > CHECK_SIZE_ABOVE, "largest file {max}");
+        // Ending just past it: a plain write would write what fits and stop.
+        let r = write(&tree, "f", max - 5, vec![7; 10]);
+        assert_eq!(unchanged_with(r), Some(Errno::FBIG), "largest file {max}");
+        let r = write(&tree, "f", u64::MAX - 5, vec![7; 10]);
+        assert_eq!(unchanged_with(r), Some(Errno::FBIG));
+        let r = apply(
+            &tree,
+            Op::Truncate {
+                path: p("f"),
+                size: max + 1,
+            },
+        );
+        assert_eq!(unchanged_with(r), Some(Errno::FBIG));
+        let (path, mode) = (p("f"), FallocateMode::KeepSize);
+        let r = apply(
+            &tree,
+            Op::Fallocate {
+                path,
+                mode,
+                offset: max,
+                len: 4096,
+            },
+        );
+        assert_eq!(unchanged_with(r), Some(Errno::FBIG));
+        assert_eq!(state(&f), before);
+        // Up to the limit itself is fine.
+        write(&tree, "f", max - 5, vec![7; 5]).unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().size(), max);
     }
 }

@@ -472,12 +472,18 @@ impl Volume {
             record,
         };
         if let Err(e) = self.applier.apply(&entry) {
-            if e.is_refusal() {
+            if e.changed_nothing() {
                 self.journal.retract_last()?;
             }
             return Err(e.into());
         }
-        self.journal.seal_if_full()?;
+        // The record is journaled and applied, whatever happens next: a
+        // segment that cannot be sealed or started now (a full disk) is
+        // tried again later, and appends go on in the full one meanwhile.
+        if let Err(e) = self.journal.seal_if_full() {
+            let e = crate::ship::follower::with_causes(&e);
+            eprintln!("jfs: {e}; the journal goes on in its current segment");
+        }
         Ok(position)
     }
 

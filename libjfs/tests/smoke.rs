@@ -614,3 +614,121 @@ fn a_directory_moved_inside_itself_is_refused() {
         }
     }
 }
+
+/// The errno a failed commit gives its caller.
+fn errno_of(e: &libjfs::VolumeError) -> Option<i32> {
+    use std::error::Error;
+    let mut cause: Option<&dyn Error> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        if let Some(libjfs::tree::TreeError::Unchanged { errno, .. }) = c.downcast_ref() {
+            return Some(errno.raw_os_error());
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// A full disk: a write that finds no room is taken back and answered with
+/// ENOSPC, whether the journal or the tree ran out, and the volume goes
+/// on: removals give room back, and the journal still replays to the tree.
+/// Segments of 256 KiB roll over (and fail to seal) while the disk is full.
+#[test]
+fn a_full_disk_takes_the_write_back_and_the_volume_goes_on() {
+    struct Tmpfs(std::path::PathBuf);
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount -t tmpfs (needs root)");
+    let _unmount = Tmpfs(small.clone());
+    let vol_path = small.join("vol");
+    Volume::init(&vol_path, Role::Master)
+        .unwrap()
+        .set_history(false)
+        .unwrap();
+    let config = libjfs::JournalConfig {
+        segment_bytes: 256 << 10,
+        zstd_level: None,
+    };
+    let mut vol = Volume::open_with(&vol_path, config).unwrap();
+    let node = NewNode {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    // Bytes that do not compress, 200 KiB a file.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let mut files = 0;
+    let err = loop {
+        assert!(files < 100, "6 MiB took {files} files of 200 KiB");
+        let path = p(&format!("f{files}"));
+        vol.commit(Op::Create {
+            path: path.clone(),
+            node,
+        })
+        .unwrap();
+        let head = vol.head();
+        let data = noise(200 << 10);
+        match vol.commit(Op::Write {
+            path,
+            offset: 0,
+            data,
+        }) {
+            Ok(_) => files += 1,
+            Err(e) => {
+                assert_eq!(vol.head(), head, "the failed write was taken back");
+                break e;
+            }
+        }
+    };
+    assert_eq!(errno_of(&err), Some(libc_enospc()), "{err:?}");
+    assert!(files >= 5, "only {files} files fit");
+    // Removals need records too, and free the room.
+    for i in 0..3 {
+        vol.commit(Op::Unlink {
+            path: p(&format!("f{i}")),
+        })
+        .unwrap();
+    }
+    vol.commit(Op::Write {
+        path: p(&format!("f{files}")),
+        offset: 0,
+        data: b"fits now".to_vec(),
+    })
+    .unwrap();
+    vol.sync().unwrap();
+    let head = vol.head();
+    let dest = dir.path().join("expect");
+    materialize(&vol_path, head.seq, &dest, |_| {}).unwrap();
+    let diffs = compare_trees(&vol.tree_path(), &dest, &CompareOptions::default()).unwrap();
+    assert!(diffs.is_empty(), "the tree left the journal: {diffs:?}");
+}
+
+fn libc_enospc() -> i32 {
+    rustix::io::Errno::NOSPC.raw_os_error()
+}

@@ -945,7 +945,7 @@ fn stalled_or_broken(state: &Mutex<FollowState>, e: VolumeError) -> End {
 /// An error and its causes on one line, `a: b: c`: the cause is often what
 /// the operator needs ("No space left on device"), and `{:#}` shows it only
 /// for anyhow errors.
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
