@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::tmpfs::Tmpfs;
 use common::{assert_same_tree, is_mounted, ok, real_sources, run};
 use libjfs::compare::{compare_trees, CompareOptions};
 use proc::Proc;
@@ -685,49 +686,13 @@ fn a_replica_with_a_record_the_master_lacks_is_diverged_and_left_alone() {
     master.unmount();
 }
 
-/// A tmpfs mounted for the test; unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        fs::create_dir(dir).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount -t tmpfs {}", dir.display());
-        Tmpfs(dir.to_owned())
-    }
-
-    fn resize(&self, size: &str) {
-        let st = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(st.success(), "remount {}", self.0.display());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        if is_mounted(&self.0) {
-            let st = Command::new("umount").arg(&self.0).status();
-            if !st.is_ok_and(|s| s.success()) {
-                let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-            }
-        }
-    }
-}
-
 #[test]
 fn a_full_disk_stalls_the_replica_until_there_is_room() {
     let dir = tempfile::tempdir().unwrap();
     let (vol, mnt) = master_volume(dir.path());
     let master = Master::start(&vol, &mnt, &["--sync", "interval:50"]);
     let small = Tmpfs::mount(&dir.path().join("small"), "16m");
-    let rvol = small.0.join("replica");
+    let rvol = small.path().join("replica");
     init_replica(&rvol, &master.addr(), &vol);
     let mut replica = follow(&rvol, None, &[]);
 
