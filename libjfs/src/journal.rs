@@ -756,6 +756,22 @@ impl Journal {
     /// next active segment after it.
     fn push_sealed(&mut self, sealed: Sealed) -> Result<SegmentInfo> {
         let header = sealed.header;
+        let next = ActiveHeader {
+            volume_id: self.volume_id,
+            first_seq: header.last_seq + 1,
+            prev_chain: header.last_chain,
+        };
+        let next = match create_active(&self.dir, next, self.config.segment_bytes) {
+            Ok(next) => next,
+            Err(e) => {
+                // Without a next active segment the journal would have none
+                // (the full one is then a leftover of this seal): the sealed
+                // copy goes, and the full segment stays active.
+                let _ = fs::remove_file(&sealed.path);
+                let _ = sync_dir(&self.dir);
+                return Err(e);
+            }
+        };
         let info = SegmentInfo {
             path: sealed.path.clone(),
             sealed: true,
@@ -766,15 +782,7 @@ impl Journal {
         self.sealed.push(sealed);
         self.head = header.end();
         self.before_last = None;
-        let next = ActiveHeader {
-            volume_id: self.volume_id,
-            first_seq: header.last_seq + 1,
-            prev_chain: header.last_chain,
-        };
-        let old = std::mem::replace(
-            &mut self.active,
-            create_active(&self.dir, next, self.config.segment_bytes)?,
-        );
+        let old = std::mem::replace(&mut self.active, next);
         fs::remove_file(&old.path).map_err(io_err(format!("remove {}", old.path.display())))?;
         sync_dir(&self.dir)?;
         Ok(info)
@@ -1038,7 +1046,11 @@ impl ToSeal {
             }
             r => r,
         }
-        .map_err(io_err(format!("write {}", tmp.display())))?;
+        .map_err(|e| {
+            // A copy cut short (a full disk) gives its room back at once.
+            let _ = fs::remove_file(&tmp);
+            io_err(format!("write {}", tmp.display()))(e)
+        })?;
         let path = self.dir.join(segment_name(header.first_seq, SEALED_EXT));
         fs::rename(&tmp, &path).map_err(io_err(format!("rename {}", tmp.display())))?;
         sync_dir(&self.dir)?;

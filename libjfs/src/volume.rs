@@ -787,10 +787,17 @@ impl Volume {
         Ok(applied)
     }
 
-    /// Syncs, then seals the active segment: what a clean stop does.
+    /// Syncs, then seals the active segment (where there is room for the
+    /// sealed copy): what a clean stop does.
     pub fn close(mut self) -> Result<Position> {
         self.sync()?;
-        self.journal.seal()?;
+        // Every record is durable now: a seal that fails (a full disk)
+        // leaves the segment active, as a stop without a seal would, and
+        // the next open takes it up again.
+        if let Err(e) = self.journal.seal() {
+            let e = crate::ship::follower::with_causes(&e);
+            eprintln!("jfs: the last journal segment stays active: {e}");
+        }
         self.sync()
     }
 
