@@ -83,6 +83,7 @@ fn assert_replays(vol: &Path, dir: &Path) {
         "the tree is not at the journal's head: {s}"
     );
     let dest = dir.join("replayed");
+    let _ = fs::remove_dir_all(&dest);
     let at = head["seq"].as_u64().unwrap().to_string();
     ok("jfs-replica", &[&"materialize", &"--at", &at, &vol, &dest]);
     assert_same_tree(&vol.join("tree"), &dest);
@@ -139,10 +140,16 @@ fn a_full_disk_gives_enospc_and_the_master_keeps_working() {
     assert_eq!(fs::read(&written[2]).unwrap(), noise(2, MIB));
     assert_same_tree(&mnt, &vol.join("tree"));
 
-    // Unmounting seals the journal's active segment into a compressed copy
-    // written beside it; noise does not compress, so that copy needs about
-    // as much room as the segment holds. Give it that room.
+    // Unmounting seals the journal's active segment into a copy written
+    // beside it; noise does not compress, so that copy needs about as much
+    // room as the segment holds, and there is none. The stop is clean all
+    // the same: every record is durable, the segment stays active.
+    m.unmount();
+    assert_replays(&vol, dir.path());
+    // With room, the volume mounts again and goes on.
     disk.resize("256m");
+    let m = MountedMaster::start(&vol, &mnt, &[]);
+    assert_keeps_working(&mnt, "roomy");
     m.unmount();
     assert_replays(&vol, dir.path());
 }
@@ -184,8 +191,12 @@ fn a_full_inode_table_gives_enospc_on_create() {
     assert!(created[1..].iter().all(|f| f.exists()));
     assert_same_tree(&mnt, &vol.join("tree"));
 
-    // Unmounting seals the journal into a new file, which takes an inode.
+    // Sealing the journal at unmount needs an inode for the sealed copy,
+    // and there is none: the stop is clean all the same.
+    m.unmount();
+    assert_replays(&vol, dir.path());
     disk.remount("nr_inodes=1000");
+    let m = MountedMaster::start(&vol, &mnt, &[]);
     assert_keeps_working(&mnt, "roomy");
     m.unmount();
     assert_replays(&vol, dir.path());
