@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use common::tmpfs::Tmpfs;
-use common::{assert_same_tree, ok, MountedMaster};
+use common::{assert_same_tree, mounted, ok, MountedMaster};
 use rustix::io::Errno;
 use serde_json::Value;
 
@@ -204,12 +204,7 @@ fn a_full_inode_table_gives_enospc_on_create() {
 
 #[test]
 fn a_write_past_the_largest_file_gives_the_local_errno() {
-    let dir = tempfile::tempdir().unwrap();
-    let vol = dir.path().join("vol");
-    let mnt = dir.path().join("mnt");
-    ok("jfs-master", &[&"init", &vol]);
-    fs::create_dir(&mnt).unwrap();
-    let m = MountedMaster::start(&vol, &mnt, &[]);
+    let (dir, vol, mnt, m) = mounted();
     // A plain file on the filesystem that holds VOL/tree says what it
     // allows: the mount must answer the same.
     let plain = dir.path().join("plain");

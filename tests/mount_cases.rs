@@ -16,19 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{ok, MountedMaster};
+use common::mounted;
 use rustix::io::Errno;
-
-/// A fresh volume mounted at `DIR/mnt`: (dir, vol, mnt, mount).
-fn mounted() -> (tempfile::TempDir, PathBuf, PathBuf, MountedMaster) {
-    let dir = tempfile::tempdir().unwrap();
-    let vol = dir.path().join("vol");
-    let mnt = dir.path().join("mnt");
-    ok("jfs-master", &[&"init", &vol]);
-    fs::create_dir(&mnt).unwrap();
-    let m = MountedMaster::start(&vol, &mnt, &[]);
-    (dir, vol, mnt, m)
-}
 
 /// The invariant: the journal, replayed from empty to its head into a fresh
 /// directory, gives exactly `VOL/tree`. Returns the replayed tree.

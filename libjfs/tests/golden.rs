@@ -23,6 +23,8 @@
 //! version, truncated headers, short files, foreign volumes and oversized
 //! records are refused.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -1666,22 +1668,12 @@ fn a_full_segment_that_lost_its_tail_takes_appends_again() {
 fn segments_of_random_data_are_stored_uncompressed() {
     let dir = tempfile::tempdir().unwrap();
     let jdir = dir.path().join("journal");
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut random = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
+    let mut noise = common::Noise::new();
     let mut records = Vec::new();
     for seq in 1..=40u64 {
         // Random data in the first segments, text after.
         let data = if seq <= 20 {
-            random(3000)
+            noise.bytes(3000)
         } else {
             format!("line {seq}\n").repeat(300).into_bytes()
         };

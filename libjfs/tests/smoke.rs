@@ -1,3 +1,5 @@
+mod common;
+
 use libjfs::compare::{compare_trees, CompareOptions};
 use libjfs::materialize::materialize;
 use libjfs::record::{RenameMode, SpecialKind};
@@ -672,17 +674,7 @@ fn a_full_disk_takes_the_write_back_and_the_volume_goes_on() {
         gid: 0,
     };
     // Bytes that do not compress, 200 KiB a file.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut noise = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
+    let mut noise = common::Noise::new();
     let mut files = 0;
     let err = loop {
         assert!(files < 100, "6 MiB took {files} files of 200 KiB");
@@ -693,7 +685,7 @@ fn a_full_disk_takes_the_write_back_and_the_volume_goes_on() {
         })
         .unwrap();
         let head = vol.head();
-        let data = noise(200 << 10);
+        let data = noise.bytes(200 << 10);
         match vol.commit(Op::Write {
             path,
             offset: 0,

@@ -201,6 +201,17 @@ impl Drop for MountedMaster {
 }
 
 /// Runs a shell script (`sh -e`) and expects it to succeed.
+/// A fresh volume mounted at `DIR/mnt`: (dir, vol, mnt, mount).
+pub fn mounted() -> (tempfile::TempDir, PathBuf, PathBuf, MountedMaster) {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol");
+    let mnt = dir.path().join("mnt");
+    ok("jfs-master", &[&"init", &vol]);
+    std::fs::create_dir(&mnt).unwrap();
+    let m = MountedMaster::start(&vol, &mnt, &[]);
+    (dir, vol, mnt, m)
+}
+
 pub fn sh(script: &str) {
     let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
     assert!(
