@@ -724,3 +724,73 @@ fn a_full_disk_takes_the_write_back_and_the_volume_goes_on() {
 fn libc_enospc() -> i32 {
     rustix::io::Errno::NOSPC.raw_os_error()
 }
+
+/// A volume whose disk has no byte left (another file took it): writes are
+/// refused with nothing journaled, syncs of what was journaled go on, and
+/// once there is room the volume opens as it was.
+#[test]
+fn a_volume_on_a_disk_with_no_room_left_refuses_writes_and_opens_again() {
+    struct Tmpfs(std::path::PathBuf);
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount -t tmpfs (needs root)");
+    let _unmount = Tmpfs(small.clone());
+    let vol_path = small.join("vol");
+    let node = NewNode {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    let mut vol = Volume::init(&vol_path, Role::Master).unwrap();
+    vol.commit(Op::Create { path: p("a"), node }).unwrap();
+    vol.sync().unwrap();
+    // Everything else the disk holds goes to a file beside the volume.
+    let filler = small.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![1u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    while std::io::Write::write_all(&mut f, &chunk[..512]).is_ok() {}
+    drop(f);
+    let mut failures = 0;
+    for i in 0..50 {
+        let path = p(&format!("n{i}"));
+        let created = vol
+            .commit(Op::Create {
+                path: path.clone(),
+                node,
+            })
+            .and_then(|_| {
+                vol.commit(Op::Write {
+                    path,
+                    offset: 0,
+                    data: vec![2; 16 << 10],
+                })
+            });
+        let synced = vol.sync();
+        if created.is_err() || synced.is_err() {
+            failures += 1;
+        }
+    }
+    assert!(failures > 0, "the disk never ran out of room");
+    let head = vol.head();
+    drop(vol);
+    std::fs::remove_file(&filler).unwrap();
+    let vol =
+        Volume::open(&vol_path).unwrap_or_else(|e| panic!("after {failures} failures: {e:?}"));
+    assert_eq!(vol.head(), head);
+    assert_eq!(vol.applied(), head);
+}
