@@ -75,7 +75,7 @@ type Result<T> = std::result::Result<T, TreeError>;
 
 /// Failures of a single system call that leave the tree as it was: the
 /// filesystem is out of room or does not hold or support what was asked.
-const CHANGED_NOTHING: [Errno; 8] = [
+const CHANGED_NOTHING: [Errno; 9] = [
     Errno::NOSPC,
     Errno::DQUOT,
     Errno::FBIG,
@@ -84,6 +84,8 @@ const CHANGED_NOTHING: [Errno; 8] = [
     Errno::TOOBIG,
     Errno::RANGE,
     Errno::OPNOTSUPP,
+    // Only from link and rename: another filesystem is mounted in the tree.
+    Errno::XDEV,
 ];
 
 /// Out of room: a write may have got part way before it saw that.
@@ -606,6 +608,8 @@ impl Tree {
                             .map(|_| ())
                             .map_err(|e| missing_exists_or_io(to, "rename", e))
                     }
+                    // Flags this filesystem does not take.
+                    Err(Errno::INVAL) => Err(unchanged(Errno::INVAL, format!("rename {from}"))),
                     Err(e) => Err(missing_exists_or_io(from, "rename", e)),
                 };
                 match (renamed, kept) {
@@ -1443,25 +1447,31 @@ mod tests {
     }
 
     /// A tmpfs mounted for a test (as root), unmounted on drop.
-    struct SmallFs(tempfile::TempDir);
+    struct SmallFs(std::path::PathBuf, Option<tempfile::TempDir>);
 
     impl SmallFs {
         fn mount(options: &str) -> SmallFs {
             let dir = tempfile::tempdir().unwrap();
+            let mut fs = SmallFs::mount_at(dir.path(), options);
+            fs.1 = Some(dir);
+            fs
+        }
+
+        fn mount_at(path: &std::path::Path, options: &str) -> SmallFs {
             let st = std::process::Command::new("mount")
                 .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-                .arg(dir.path())
+                .arg(path)
                 .status()
                 .unwrap();
             assert!(st.success(), "mount -t tmpfs -o {options} (needs root)");
-            SmallFs(dir)
+            SmallFs(path.to_owned(), None)
         }
 
         fn tree(&self) -> (std::path::PathBuf, Tree) {
-            let root = self.0.path().join("tree");
+            let root = self.0.join("tree");
             std::fs::create_dir(&root).unwrap();
-            std::fs::create_dir(self.0.path().join("attic")).unwrap();
-            let tree = Tree::open_with_attic(&root, &self.0.path().join("attic")).unwrap();
+            std::fs::create_dir(self.0.join("attic")).unwrap();
+            let tree = Tree::open_with_attic(&root, &self.0.join("attic")).unwrap();
             (root, tree)
         }
     }
@@ -1470,7 +1480,7 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::process::Command::new("umount")
                 .arg("-l")
-                .arg(self.0.path())
+                .arg(&self.0)
                 .status();
         }
     }
@@ -1608,5 +1618,23 @@ mod tests {
         // Up to the limit itself is fine.
         write(&tree, "f", max - 5, vec![7; 5]).unwrap();
         assert_eq!(std::fs::metadata(&f).unwrap().size(), max);
+    }
+
+    #[test]
+    fn a_link_or_rename_into_another_filesystem_changes_nothing() {
+        let (dir, tree) = tree();
+        let root = dir.path().join("tree");
+        mkdir(&tree, "other");
+        create(&tree, "f").unwrap();
+        let other = SmallFs::mount_at(&root.join("other"), "size=1m");
+        let (from, to) = (p("f"), p("other/f"));
+        let r = apply(&tree, Op::Link { from, to });
+        assert_eq!(unchanged_with(r), Some(Errno::XDEV));
+        let (from, to, mode) = (p("f"), p("other/f"), RenameMode::Replace);
+        let r = apply(&tree, Op::Rename { from, to, mode });
+        assert_eq!(unchanged_with(r), Some(Errno::XDEV));
+        assert!(root.join("f").is_file());
+        assert_eq!(std::fs::read_dir(root.join("other")).unwrap().count(), 0);
+        drop(other);
     }
 }
