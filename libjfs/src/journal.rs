@@ -633,20 +633,44 @@ impl Journal {
     /// compressed, checksummed file and starts a new active segment, after
     /// finishing a seal begun by [`Journal::seal_if_full`].
     ///
-    /// Crash-safe in every step: the sealed file appears whole (written to a
-    /// temporary name, synced, renamed), and until the old active file is
-    /// removed, [`Journal::open`] recognizes it as already sealed.
+    /// It goes as for a full segment: the next active segment is started
+    /// first, so that the journal has one at every moment, even to a
+    /// read-only reader after a crash. Crash-safe in every step: the sealed
+    /// file appears whole (written to a temporary name, synced, renamed),
+    /// and until the old active file is removed, [`Journal::open`]
+    /// recognizes it as already sealed. When sealing fails (a full disk),
+    /// the segment stays active, as it was.
     pub fn seal(&mut self) -> Result<Option<SegmentInfo>> {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
         self.finish_retired(true)?;
-        let start = self.active.header.start();
-        if self.head.seq == start.seq {
+        if self.head.seq == self.active.header.start().seq {
             return Ok(None);
         }
-        let sealed = self.to_seal(&self.active)?.write()?;
-        self.push_sealed(sealed).map(Some)
+        self.retire_active()?;
+        match self.finish_retired(true) {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                self.unretire();
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the retired segment, whose seal failed, the active one again
+    /// while the segment started after it holds nothing yet.
+    fn unretire(&mut self) {
+        if self.head != self.active.header.start() || self.sealing.is_some() {
+            return;
+        }
+        let Some(retired) = self.retired.take() else {
+            return;
+        };
+        let empty = std::mem::replace(&mut self.active, retired);
+        drop(empty.file);
+        let _ = fs::remove_file(&empty.path);
+        let _ = sync_dir(&self.dir);
     }
 
     /// What sealing `seg`, which ends at the head or at the active segment's

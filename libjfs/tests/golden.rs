@@ -1642,6 +1642,44 @@ fn an_interrupted_seal_is_finished_on_open() {
     );
 }
 
+/// What a crash during a clean stop's seal leaves once the sealed copy of
+/// the last segment is in place and the segment is not yet removed: the
+/// next (empty) active segment was started before the copy, so a read-only
+/// reader finds the journal whole without the recovery only a writer does.
+#[test]
+fn a_stop_during_the_last_seal_leaves_a_journal_readers_can_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let records = write_records(10);
+    let mut j = Journal::create(&jdir, VOL, config(true)).unwrap();
+    for r in &records {
+        j.append(r).unwrap();
+    }
+    j.sync().unwrap();
+    let full = fs::read(active_path(&jdir, 1)).unwrap();
+    j.seal().unwrap();
+    drop(j);
+    fs::write(active_path(&jdir, 1), &full).unwrap();
+    assert_eq!(
+        names_in(&jdir),
+        [
+            "00000000000000000001.active",
+            "00000000000000000001.seg",
+            "00000000000000000011.active"
+        ]
+    );
+
+    let ro = Journal::open_read_only(&jdir, Some(VOL)).unwrap();
+    assert_eq!(records_of(&read_all(&ro).unwrap()), records);
+    drop(ro);
+    let (j, _) = Journal::open(&jdir, VOL, config(true)).unwrap();
+    assert_eq!(records_of(&read_all(&j).unwrap()), records);
+    assert_eq!(
+        names_in(&jdir),
+        ["00000000000000000001.seg", "00000000000000000011.active"]
+    );
+}
+
 #[test]
 fn a_full_segment_that_lost_its_tail_takes_appends_again() {
     let dir = tempfile::tempdir().unwrap();
