@@ -639,25 +639,9 @@ fn errno_of(e: &libjfs::VolumeError) -> Option<i32> {
 /// Segments of 256 KiB roll over (and fail to seal) while the disk is full.
 #[test]
 fn a_full_disk_takes_the_write_back_and_the_volume_goes_on() {
-    struct Tmpfs(std::path::PathBuf);
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount -t tmpfs (needs root)");
-    let _unmount = Tmpfs(small.clone());
+    let disk = common::Tmpfs::mount(&dir.path().join("small"), "size=6m");
+    let small = disk.path().to_owned();
     let vol_path = small.join("vol");
     Volume::init(&vol_path, Role::Master)
         .unwrap()
@@ -730,25 +714,9 @@ fn libc_enospc() -> i32 {
 /// once there is room the volume opens as it was.
 #[test]
 fn a_volume_on_a_disk_with_no_room_left_refuses_writes_and_opens_again() {
-    struct Tmpfs(std::path::PathBuf);
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount -t tmpfs (needs root)");
-    let _unmount = Tmpfs(small.clone());
+    let disk = common::Tmpfs::mount(&dir.path().join("small"), "size=8m");
+    let small = disk.path().to_owned();
     let vol_path = small.join("vol");
     let node = NewNode {
         mode: 0o644,

@@ -21,3 +21,33 @@ impl Noise {
             .collect()
     }
 }
+
+/// A tmpfs mounted for a test at a new directory `path` (as root), unmounted
+/// on drop.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    pub fn mount(path: &std::path::Path, options: &str) -> Tmpfs {
+        std::fs::create_dir(path).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t tmpfs -o {options} (needs root)");
+        Tmpfs(path.to_owned())
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
