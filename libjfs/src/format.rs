@@ -314,6 +314,57 @@ pub fn next_frame(buf: &[u8], at: usize) -> FrameStep {
     }
 }
 
+/// Why [`read_frame`] found no whole, verified frame.
+#[derive(Debug)]
+pub enum ReadFrameError {
+    /// The bytes stop inside a frame.
+    CutShort,
+    /// A checksum or the length does not hold.
+    Corrupt(String),
+    /// The reader failed.
+    Io(std::io::Error),
+}
+
+/// Reads the next frame from a stream into `frame` (header, then payload,
+/// which starts at [`FRAME_HEADER_LEN`]), verifying both checksums. Returns
+/// `false` when the stream ends where a frame would start. Unlike
+/// [`next_frame`], it tells no torn tail from damage: it is for bodies that
+/// are whole or broken (sealed segments, images).
+pub fn read_frame(r: &mut impl std::io::Read, frame: &mut Vec<u8>) -> Result<bool, ReadFrameError> {
+    frame.resize(FRAME_HEADER_LEN, 0);
+    let mut got = 0;
+    while got < FRAME_HEADER_LEN {
+        match r.read(&mut frame[got..FRAME_HEADER_LEN]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(ReadFrameError::CutShort),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadFrameError::Io(e)),
+        }
+    }
+    if crc32c::crc32c(&frame[0..8]) != u32_at(frame, 8) {
+        return Err(ReadFrameError::Corrupt(
+            "frame header checksum mismatch".into(),
+        ));
+    }
+    let len = u32_at(frame, 0) as usize;
+    if len == 0 || len > MAX_RECORD {
+        return Err(ReadFrameError::Corrupt(format!(
+            "frame length {len} out of range"
+        )));
+    }
+    frame.resize(FRAME_HEADER_LEN + len, 0);
+    r.read_exact(&mut frame[FRAME_HEADER_LEN..])
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => ReadFrameError::CutShort,
+            _ => ReadFrameError::Io(e),
+        })?;
+    if crc32c::crc32c(&frame[FRAME_HEADER_LEN..]) != u32_at(frame, 4) {
+        return Err(ReadFrameError::Corrupt("frame checksum mismatch".into()));
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,7 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::format::{encode_frame, VolumeId, FRAME_HEADER_LEN};
+use crate::format::{encode_frame, read_frame, ReadFrameError, VolumeId, FRAME_HEADER_LEN};
 use crate::path::{escape_bytes, Node, RelPath};
 use crate::position::Position;
 use crate::record::{NewNode, Op, Record, SpecialKind, Timestamp, MAX_RECORD};
@@ -903,43 +903,34 @@ pub fn read_image<R: Read>(
     sha.update(hbytes);
     let mut items = 0u64;
     let offset = || count.load(Ordering::Relaxed);
-    let mut payload = Vec::new();
+    let mut frame = Vec::new();
     loop {
-        let mut fh = [0u8; FRAME_HEADER_LEN];
         let corrupt = |items: u64, reason: String| ImageError::Corrupt {
             item: items + 1,
             offset: offset(),
             reason,
         };
-        let read_err = |e: io::Error| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                ImageError::Truncated {
-                    items,
-                    offset: offset(),
-                }
-            } else {
-                ImageError::Read {
-                    offset: offset(),
-                    source: e,
-                }
-            }
+        let truncated = || ImageError::Truncated {
+            items,
+            offset: offset(),
         };
-        dec.read_exact(&mut fh).map_err(read_err)?;
-        let word = |i: usize| u32::from_le_bytes(fh[i..i + 4].try_into().unwrap());
-        if crc32c::crc32c(&fh[0..8]) != word(8) {
-            return Err(corrupt(items, "frame header checksum mismatch".into()));
+        match read_frame(&mut dec, &mut frame) {
+            Ok(true) => {}
+            Ok(false) | Err(ReadFrameError::CutShort) => return Err(truncated()),
+            Err(ReadFrameError::Corrupt(reason)) => return Err(corrupt(items, reason)),
+            Err(ReadFrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(truncated())
+            }
+            Err(ReadFrameError::Io(source)) => {
+                return Err(ImageError::Read {
+                    offset: offset(),
+                    source,
+                })
+            }
         }
-        let len = word(0) as usize;
-        if len == 0 || len > MAX_RECORD {
-            return Err(corrupt(items, format!("frame length {len} out of range")));
-        }
-        payload.resize(len, 0);
-        dec.read_exact(&mut payload).map_err(read_err)?;
-        if crc32c::crc32c(&payload) != word(4) {
-            return Err(corrupt(items, "frame checksum mismatch".into()));
-        }
+        let payload = &frame[FRAME_HEADER_LEN..];
         crate::path::take_decode_error();
-        let item = match postcard::take_from_bytes::<Item>(&payload) {
+        let item = match postcard::take_from_bytes::<Item>(payload) {
             Ok((item, [])) => item,
             Ok((_, rest)) => {
                 return Err(corrupt(
@@ -959,8 +950,7 @@ pub fn read_image<R: Read>(
             Item::Op(op) => {
                 op.validate().map_err(|e| corrupt(items, e.to_string()))?;
                 check_item_op(&op).map_err(|e| corrupt(items, e))?;
-                sha.update(fh);
-                sha.update(&payload);
+                sha.update(&frame);
                 items += 1;
                 let record = Record {
                     seq: 1,

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::format::{
-    encode_frame, next_frame, ActiveHeader, Compression, FrameStep, HeaderError, SealedHeader,
-    VolumeId, ACTIVE_HEADER_LEN, SEALED_HEADER_LEN,
+    encode_frame, next_frame, read_frame, ActiveHeader, Compression, FrameStep, HeaderError,
+    ReadFrameError, SealedHeader, VolumeId, ACTIVE_HEADER_LEN, FRAME_HEADER_LEN, SEALED_HEADER_LEN,
 };
 use crate::position::{Chain, Position};
 use crate::record::{Record, RecordError};
@@ -1418,8 +1418,6 @@ struct FrameWalker {
     /// In a sealed body nothing may be torn: every defect is damage.
     strict: bool,
     torn: Option<&'static str>,
-    /// Where the payload of the entry returned last lies in `buf`.
-    last_payload: std::ops::Range<usize>,
 }
 
 impl FrameWalker {
@@ -1431,7 +1429,6 @@ impl FrameWalker {
             pos: start,
             strict,
             torn: None,
-            last_payload: 0..0,
         }
     }
 
@@ -1483,7 +1480,6 @@ impl FrameWalker {
                 let prev_chain = self.pos.chain;
                 self.pos = self.pos.next(bytes);
                 self.at = next;
-                self.last_payload = payload;
                 Ok(Some(Entry {
                     position: self.pos,
                     prev_chain,
@@ -1504,30 +1500,191 @@ enum Source {
     },
 }
 
-/// Reads the frames of one sealed segment, verifying the body checksum.
-fn load_sealed(s: &Sealed) -> Result<FrameWalker> {
-    let file = match fs::read(&s.path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(JournalError::Trimmed {
-                segment: s.path.clone(),
-            })
-        }
-        Err(e) => return Err(io_err(format!("read {}", s.path.display()))(e)),
-    };
-    if file
-        .get(..SEALED_HEADER_LEN)
-        .map(SealedHeader::decode)
-        .and_then(|h| h.ok())
-        != Some(s.header)
-    {
-        return Err(JournalError::Corrupt {
+/// The records of one sealed segment, read from its file a record at a
+/// time. A first pass verifies the body's length and checksum a MiB at a
+/// time; the second decompresses the body as its frames are read. So a
+/// reader holds one record and its buffers, not the segment (64 MiB by
+/// default, once compressed and again decompressed). Both passes read the
+/// same open file, which a trim may unlink but cannot change.
+struct SealedFrames {
+    path: PathBuf,
+    header: SealedHeader,
+    body: Box<dyn Read + Send>,
+    /// Decompressed bytes read so far: where the next frame starts.
+    raw_at: u64,
+    /// The position after the last record read.
+    pos: Position,
+    frame: Vec<u8>,
+    done: bool,
+}
+
+impl SealedFrames {
+    fn open(s: &Sealed, volume_id: VolumeId) -> Result<SealedFrames> {
+        check_volume(&s.path, volume_id, s.header.volume_id)?;
+        let ctx = || format!("read {}", s.path.display());
+        let mut file = match File::open(&s.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(JournalError::Trimmed {
+                    segment: s.path.clone(),
+                })
+            }
+            Err(e) => return Err(io_err(ctx())(e)),
+        };
+        let corrupt = |offset: u64, reason: String| JournalError::Corrupt {
             segment: s.path.clone(),
-            offset: 0,
-            reason: "header changed since the journal was opened".into(),
-        });
+            offset,
+            reason,
+        };
+        let mut header = [0u8; SEALED_HEADER_LEN];
+        let same = match file.read_exact(&mut header) {
+            Ok(()) => SealedHeader::decode(&header).ok() == Some(s.header),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
+            Err(e) => return Err(io_err(ctx())(e)),
+        };
+        if !same {
+            return Err(corrupt(
+                0,
+                "header changed since the journal was opened".into(),
+            ));
+        }
+
+        let mut sha = Sha256::new();
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut body_len = 0u64;
+        loop {
+            match file.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    sha.update(&chunk[..n]);
+                    body_len += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(ctx())(e)),
+            }
+        }
+        drop(chunk);
+        let body_end = SEALED_HEADER_LEN as u64 + body_len;
+        if body_len != s.header.body_len {
+            return Err(corrupt(
+                body_end,
+                format!(
+                    "body is {body_len} bytes but the header says {}",
+                    s.header.body_len
+                ),
+            ));
+        }
+        if <[u8; 32]>::from(sha.finalize()) != s.header.body_sha256 {
+            return Err(corrupt(
+                SEALED_HEADER_LEN as u64,
+                "body checksum mismatch".into(),
+            ));
+        }
+
+        use std::io::{BufReader, Seek, SeekFrom};
+        file.seek(SeekFrom::Start(SEALED_HEADER_LEN as u64))
+            .map_err(io_err(ctx()))?;
+        let stored = BufReader::with_capacity(1 << 16, file.take(body_len));
+        // One byte past the declared length is let through, so that a body
+        // that decompresses to more shows.
+        let raw_cap = s.header.raw_len + 1;
+        let body: Box<dyn Read + Send> = match s.header.compression {
+            Compression::None => Box::new(stored.take(raw_cap)),
+            Compression::Zstd => {
+                let decoder = zstd::stream::read::Decoder::with_buffer(stored)
+                    .map_err(io_err(format!("decompress {}", s.path.display())))?;
+                Box::new(BufReader::with_capacity(1 << 16, decoder.take(raw_cap)))
+            }
+        };
+        Ok(SealedFrames {
+            path: s.path.clone(),
+            header: s.header,
+            body,
+            raw_at: 0,
+            pos: s.header.start(),
+            frame: Vec::new(),
+            done: false,
+        })
     }
-    sealed_walker(&s.path, s.header, &file[SEALED_HEADER_LEN..])
+
+    fn corrupt(&self, offset: u64, reason: String) -> JournalError {
+        JournalError::Corrupt {
+            segment: self.path.clone(),
+            offset,
+            reason,
+        }
+    }
+
+    /// The next record's bytes, or `None` after the last, once the body is
+    /// known to end where the header says.
+    fn next_record(&mut self) -> Result<Option<&[u8]>> {
+        if self.done {
+            return Ok(None);
+        }
+        let at = self.raw_at;
+        let length_differs = || "decompressed length differs from the header".to_string();
+        if at == self.header.raw_len {
+            let mut one = [0u8; 1];
+            if !matches!(self.body.read(&mut one), Ok(0)) {
+                return Err(self.corrupt(at, length_differs()));
+            }
+            if self.pos != self.header.end() {
+                return Err(self.corrupt(
+                    at,
+                    format!(
+                        "body ends at {} but the header says {}",
+                        self.pos,
+                        self.header.end()
+                    ),
+                ));
+            }
+            self.done = true;
+            return Ok(None);
+        }
+        match read_frame(&mut self.body, &mut self.frame) {
+            Ok(true) => {}
+            Ok(false) => return Err(self.corrupt(at, length_differs())),
+            Err(ReadFrameError::CutShort) => {
+                return Err(self.corrupt(at, "frame runs past the end".into()))
+            }
+            Err(ReadFrameError::Corrupt(reason)) => return Err(self.corrupt(at, reason)),
+            Err(ReadFrameError::Io(e)) => {
+                return Err(self.corrupt(at, format!("body does not decompress: {e}")))
+            }
+        }
+        self.raw_at += self.frame.len() as u64;
+        if self.raw_at > self.header.raw_len {
+            return Err(self.corrupt(at, length_differs()));
+        }
+        let payload = &self.frame[FRAME_HEADER_LEN..];
+        let want = self.pos.seq + 1;
+        match Record::peek_seq(payload) {
+            Some(seq) if seq == want => {}
+            Some(seq) => {
+                return Err(self.corrupt(at, format!("record seq {seq} where {want} was expected")))
+            }
+            None => return Err(self.corrupt(at, "record does not decode".into())),
+        }
+        self.pos = self.pos.next(payload);
+        Ok(Some(&self.frame[FRAME_HEADER_LEN..]))
+    }
+
+    /// The next record, decoded.
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
+        let prev_chain = self.pos.chain;
+        let at = self.raw_at;
+        let Some(bytes) = self.next_record()? else {
+            return Ok(None);
+        };
+        let record = Record::decode(bytes);
+        let record =
+            record.map_err(|e| self.corrupt(at, format!("record does not decode: {e}")))?;
+        Ok(Some(Entry {
+            position: self.pos,
+            prev_chain,
+            record,
+        }))
+    }
 }
 
 /// Verifies and decompresses a sealed body; frames are then read strictly.
@@ -1633,18 +1790,18 @@ pub fn decode_segment(bytes: &[u8]) -> Result<SegmentContents> {
 /// journaled, after verifying its checksum and chain.
 pub fn sealed_records(path: &Path, volume_id: VolumeId) -> Result<(SealedHeader, Vec<Vec<u8>>)> {
     let (header, file_bytes) = read_sealed_header(path)?;
-    check_volume(path, volume_id, header.volume_id)?;
-    let s = Sealed {
-        path: path.to_owned(),
-        header,
-        file_bytes,
-    };
-    let mut walker = load_sealed(&s)?;
+    let mut frames = SealedFrames::open(
+        &Sealed {
+            path: path.to_owned(),
+            header,
+            file_bytes,
+        },
+        volume_id,
+    )?;
     let mut records = Vec::with_capacity((header.last_seq + 1 - header.first_seq) as usize);
-    while walker.next_entry()?.is_some() {
-        records.push(walker.buf[walker.last_payload.clone()].to_vec());
+    while let Some(r) = frames.next_record()? {
+        records.push(r.to_vec());
     }
-    walker.expect_end(header.end())?;
     Ok((header, records))
 }
 
@@ -1653,33 +1810,37 @@ pub struct Reader {
     volume_id: VolumeId,
     from: u64,
     sources: VecDeque<Source>,
-    current: Option<(FrameWalker, Option<Position>)>,
+    current: Option<Frames>,
     done: bool,
+}
+
+/// The segment a [`Reader`] is in.
+enum Frames {
+    Sealed(SealedFrames),
+    /// An active segment's records up to its length when the journal was
+    /// read (an active segment is smaller than a sealed one's raw body).
+    Active(FrameWalker),
 }
 
 impl Reader {
     fn step(&mut self) -> Result<Option<Entry>> {
         loop {
-            if let Some((walker, end)) = &mut self.current {
-                match walker.next_entry()? {
+            if let Some(frames) = &mut self.current {
+                let next = match frames {
+                    Frames::Sealed(f) => f.next_entry()?,
+                    Frames::Active(w) => w.next_entry()?,
+                };
+                match next {
                     Some(e) if e.record.seq < self.from => continue,
                     Some(e) => return Ok(Some(e)),
-                    None => {
-                        if let Some(end) = end {
-                            walker.expect_end(*end)?;
-                        }
-                        self.current = None;
-                    }
+                    None => self.current = None,
                 }
             }
             let Some(source) = self.sources.pop_front() else {
                 return Ok(None);
             };
             self.current = Some(match source {
-                Source::Sealed(s) => {
-                    check_volume(&s.path, self.volume_id, s.header.volume_id)?;
-                    (load_sealed(&s)?, Some(s.header.end()))
-                }
+                Source::Sealed(s) => Frames::Sealed(SealedFrames::open(&s, self.volume_id)?),
                 Source::Active { path, header, len } => {
                     let ctx = format!("read {}", path.display());
                     let f = match File::open(&path) {
@@ -1706,10 +1867,13 @@ impl Reader {
                             reason: "header changed since the journal was opened".into(),
                         });
                     }
-                    (
-                        FrameWalker::new(&path, buf, ACTIVE_HEADER_LEN, header.start(), false),
-                        None,
-                    )
+                    Frames::Active(FrameWalker::new(
+                        &path,
+                        buf,
+                        ACTIVE_HEADER_LEN,
+                        header.start(),
+                        false,
+                    ))
                 }
             });
         }

@@ -423,6 +423,83 @@ fn the_tail_follows_seals_and_never_passes_its_limit() {
 }
 
 #[test]
+fn a_tail_that_starts_inside_a_sealed_segment_reads_it_in_small_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Master::new(dir.path());
+    m.work(60);
+    let jdir = m.path.join(JOURNAL_DIR);
+    let segments = m.vol.journal().segments();
+    let seg = segments
+        .iter()
+        .find(|s| s.sealed && s.last_seq - s.first_seq >= 20)
+        .expect("a sealed segment of 20 records or more")
+        .clone();
+    let all: Vec<(Position, Vec<u8>)> = {
+        let j = m.vol.journal();
+        let mut at = Position::ZERO;
+        j.read_from(1)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let bytes = e.record.encode().unwrap();
+                at = at.next(&bytes);
+                assert_eq!(at, e.position);
+                (e.position, bytes)
+            })
+            .collect()
+    };
+    let pos = |seq: u64| {
+        if seq == 0 {
+            Position::ZERO
+        } else {
+            all[seq as usize - 1].0
+        }
+    };
+    // Start five records into the segment; stop ten records later, then go on.
+    let start = seg.first_seq + 4;
+    let limit = start + 10;
+    let mut tail = Tail::new(&jdir, m.vol.id(), pos(start)).unwrap();
+    let mut got = Vec::new();
+    let mut chunks = 0;
+    for limit in [limit, m.vol.head().seq] {
+        while let Some(chunk) = tail.next(limit, 1024, None).unwrap() {
+            chunks += 1;
+            match chunk {
+                Chunk::Records {
+                    prev, records, end, ..
+                } => {
+                    assert_eq!(prev, pos(start + got.len() as u64));
+                    // Inside the sealed segment a chunk never passes the
+                    // size asked for (the active one may end a record past it).
+                    let bytes: usize = records.iter().map(Vec::len).sum();
+                    if end.seq <= seg.last_seq {
+                        assert!(
+                            records.len() == 1 || bytes <= 1024,
+                            "{bytes} bytes in a chunk"
+                        );
+                    }
+                    got.extend(records);
+                    assert_eq!(end, pos(start + got.len() as u64));
+                }
+                Chunk::Sealed { path, .. } => {
+                    let (_, records) = libjfs::journal::sealed_records(&path, m.vol.id()).unwrap();
+                    got.extend(records);
+                }
+            }
+            assert!(tail.position().seq <= limit);
+        }
+        assert_eq!(tail.position(), pos(limit));
+    }
+    let want: Vec<Vec<u8>> = all[start as usize..]
+        .iter()
+        .map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the records differ from the journal's");
+    assert!(chunks > 3, "{chunks} chunks");
+}
+
+#[test]
 fn a_tail_refuses_positions_off_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Master::new(dir.path());

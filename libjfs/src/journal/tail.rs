@@ -8,14 +8,13 @@
 //! past a limit: the writer may still retract a record past what it has
 //! published.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    io_err, list_dir, read_active_header, read_sealed_header, sealed_records, segment_name,
-    JournalError, ACTIVE_EXT, SEALED_EXT,
+    io_err, list_dir, read_active_header, read_sealed_header, segment_name, JournalError, Sealed,
+    SealedFrames, ACTIVE_EXT, SEALED_EXT,
 };
 use crate::format::{next_frame, FrameStep, SealedHeader, VolumeId, ACTIVE_HEADER_LEN};
 use crate::position::Position;
@@ -67,8 +66,9 @@ pub struct Tail {
     volume_id: VolumeId,
     pos: Position,
     cursor: Option<Cursor>,
-    /// Records of a sealed segment entered in the middle, not yet handed out.
-    pending: VecDeque<Vec<u8>>,
+    /// A sealed segment entered in the middle, read a record at a time, and
+    /// the record read from it that did not fit the last chunk.
+    pending: Option<(SealedFrames, Option<Vec<u8>>)>,
 }
 
 impl Tail {
@@ -95,7 +95,7 @@ impl Tail {
             volume_id,
             pos: from,
             cursor: None,
-            pending: VecDeque::new(),
+            pending: None,
         })
     }
 
@@ -118,23 +118,32 @@ impl Tail {
             if self.pos.seq >= limit {
                 return Ok(None);
             }
-            if !self.pending.is_empty() {
+            if let Some((frames, held)) = &mut self.pending {
+                let prev = self.pos;
                 let mut taken = Vec::new();
                 let mut size = 0;
-                let prev = self.pos;
                 let mut reached = false;
-                while let Some(r) = self.pending.front() {
-                    if self.pos.seq >= limit || (size > 0 && size + r.len() > max_bytes) {
+                while self.pos.seq < limit && !reached {
+                    let r = match held.take() {
+                        Some(r) => r,
+                        None => match frames.next_record()? {
+                            Some(r) => r.to_vec(),
+                            None => break,
+                        },
+                    };
+                    if size > 0 && size + r.len() > max_bytes {
+                        *held = Some(r);
                         break;
                     }
-                    let r = self.pending.pop_front().expect("front exists");
                     size += r.len();
                     self.pos = self.pos.next(&r);
                     reached = stop_at.is_some_and(|name| is_marker(&r, name));
                     taken.push(r);
-                    if reached {
-                        break;
-                    }
+                }
+                if taken.is_empty() {
+                    // The segment is done: on to the next one.
+                    self.pending = None;
+                    continue;
                 }
                 return Ok(Some(Chunk::Records {
                     prev,
@@ -172,7 +181,7 @@ impl Tail {
 
     /// Finds the segment holding the record after `pos`: a sealed one that
     /// starts there is handed out whole (when `whole_ok` and within `limit`);
-    /// one entered in the middle is decoded into `pending`; an active one
+    /// one entered in the middle is read a record at a time; an active one
     /// gets a cursor.
     fn locate(&mut self, limit: u64, whole_ok: bool) -> Result<Locate, JournalError> {
         let want = self.pos.seq + 1;
@@ -206,17 +215,17 @@ impl Tail {
                     }));
                 }
             }
-            let (header, records) = sealed_records(path, self.volume_id)?;
-            let mut at = header.start();
-            let mut records = records.into_iter();
-            while at.seq < self.pos.seq {
-                let r = records.next().expect("the segment holds pos");
-                at = at.next(&r);
+            let sealed = Sealed {
+                path: path.clone(),
+                header,
+                file_bytes,
+            };
+            let mut frames = SealedFrames::open(&sealed, self.volume_id)?;
+            while frames.pos.seq < self.pos.seq && frames.next_record()?.is_some() {}
+            if frames.pos != self.pos {
+                return Err(self.off_chain(path, frames.pos));
             }
-            if at != self.pos {
-                return Err(self.off_chain(path, at));
-            }
-            self.pending.extend(records);
+            self.pending = Some((frames, None));
             return Ok(Locate::Positioned);
         }
         // The active segment: the newest one starting at or before `want`.
