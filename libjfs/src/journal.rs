@@ -186,15 +186,32 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to `dir/name` through a temporary file, durably.
 fn write_atomic(dir: &Path, name: &str, bytes: &[&[u8]]) -> Result<PathBuf> {
-    let path = dir.join(name);
+    let tmp = write_tmp(dir, name, bytes)?;
+    rename_in(dir, &tmp, name)
+}
+
+/// Writes `bytes` durably to a temporary file for `dir/name`, which
+/// [`Journal::open`] removes if a crash leaves it.
+fn write_tmp(dir: &Path, name: &str, bytes: &[&[u8]]) -> Result<PathBuf> {
     let tmp = dir.join(format!("{name}.{TMP_EXT}"));
     let ctx = format!("write {}", tmp.display());
-    let mut f = File::create(&tmp).map_err(io_err(&ctx))?;
-    for b in bytes {
-        io::Write::write_all(&mut f, b).map_err(io_err(&ctx))?;
+    let written = File::create(&tmp).and_then(|mut f| {
+        for b in bytes {
+            io::Write::write_all(&mut f, b)?;
+        }
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(ctx)(e));
     }
-    f.sync_all().map_err(io_err(&ctx))?;
-    fs::rename(&tmp, &path).map_err(io_err(format!("rename {}", tmp.display())))?;
+    Ok(tmp)
+}
+
+/// Renames the temporary file `tmp` to `dir/name`, durably.
+fn rename_in(dir: &Path, tmp: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    fs::rename(tmp, &path).map_err(io_err(format!("rename {}", tmp.display())))?;
     sync_dir(dir)?;
     Ok(path)
 }
@@ -763,47 +780,55 @@ impl Journal {
         Ok(Some(info))
     }
 
-    /// Writes a sealed segment file (crash-safe, see [`Journal::seal`]) that
-    /// ends the journal at `header.end()`, and starts the next active segment.
+    /// Writes a sealed segment file that ends the journal at
+    /// `header.end()`, and starts the next active segment. The order keeps
+    /// every crash readable, by writers and readers alike: the file is
+    /// written under a temporary name, the next active segment is created,
+    /// and only then is the file renamed in. A crash before the rename
+    /// leaves the journal as it was: a new active segment that does not
+    /// continue the old, empty one, which [`Journal::open`] removes. After
+    /// it, the old active segment is covered by the sealed one, and goes.
+    /// (Renaming first would leave, for a while, no active segment, which
+    /// only a writer can repair.)
     fn add_sealed(&mut self, header: SealedHeader, bytes: &[&[u8]]) -> Result<SegmentInfo> {
         let name = segment_name(header.first_seq, SEALED_EXT);
-        let path = write_atomic(&self.dir, &name, bytes)?;
-        let file_bytes = bytes.iter().map(|b| b.len() as u64).sum();
-        self.push_sealed(Sealed {
-            path,
-            header,
-            file_bytes,
-        })
-    }
-
-    /// Takes `sealed`, just written, as the newest segment, and starts the
-    /// next active segment after it.
-    fn push_sealed(&mut self, sealed: Sealed) -> Result<SegmentInfo> {
-        let header = sealed.header;
+        let tmp = write_tmp(&self.dir, &name, bytes)?;
         let next = ActiveHeader {
             volume_id: self.volume_id,
             first_seq: header.last_seq + 1,
             prev_chain: header.last_chain,
         };
-        let next = match create_active(&self.dir, next, self.config.segment_bytes) {
-            Ok(next) => next,
+        let next = create_active(&self.dir, next, self.config.segment_bytes).and_then(|next| {
+            match rename_in(&self.dir, &tmp, &name) {
+                Ok(path) => Ok((path, next)),
+                Err(e) => {
+                    let _ = fs::remove_file(&next.path);
+                    Err(e)
+                }
+            }
+        });
+        let (path, next) = match next {
+            Ok(done) => done,
             Err(e) => {
-                // Without a next active segment the journal would have none
-                // (the full one is then a leftover of this seal): the sealed
-                // copy goes, and the full segment stays active.
-                let _ = fs::remove_file(&sealed.path);
+                // The journal stays as it was: the old segment takes appends.
+                let _ = fs::remove_file(&tmp);
                 let _ = sync_dir(&self.dir);
                 return Err(e);
             }
         };
+        let file_bytes = bytes.iter().map(|b| b.len() as u64).sum();
         let info = SegmentInfo {
-            path: sealed.path.clone(),
+            path: path.clone(),
             sealed: true,
             first_seq: header.first_seq,
             last_seq: header.last_seq,
-            file_bytes: sealed.file_bytes,
+            file_bytes,
         };
-        self.sealed.push(sealed);
+        self.sealed.push(Sealed {
+            path,
+            header,
+            file_bytes,
+        });
         self.head = header.end();
         self.before_last = None;
         let old = std::mem::replace(&mut self.active, next);

@@ -1680,6 +1680,64 @@ fn a_stop_during_the_last_seal_leaves_a_journal_readers_can_open() {
     );
 }
 
+/// What a crash leaves while a replica takes in a sealed segment it
+/// received: before the sealed file is renamed in, the journal is as it
+/// was (plus an empty active segment that does not continue it); after,
+/// it holds the segment. Either way a read-only reader opens it, and a
+/// writer cleans up. (Had the file gone in before the next active segment
+/// was started, readers would have found no active segment.)
+#[test]
+fn a_crash_while_a_received_segment_goes_in_leaves_a_journal_readers_can_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_records(10);
+    let mdir = dir.path().join("master");
+    let mut m = Journal::create(&mdir, VOL, config(true)).unwrap();
+    for r in &records {
+        m.append(r).unwrap();
+    }
+    let seg = m.seal().unwrap().unwrap();
+    let bytes = fs::read(&seg.path).unwrap();
+
+    let jdir = dir.path().join("replica");
+    let fresh = {
+        let j = Journal::create(&jdir, VOL, config(true)).unwrap();
+        drop(j);
+        fs::read(active_path(&jdir, 1)).unwrap()
+    };
+    let (mut j, _) = Journal::open(&jdir, VOL, config(true)).unwrap();
+    j.install_sealed(&bytes).unwrap();
+    drop(j);
+    let done = ["00000000000000000001.seg", "00000000000000000011.active"];
+    assert_eq!(names_in(&jdir), done);
+
+    // Before the rename: the old active segment, the file under its
+    // temporary name, the next active segment.
+    fs::rename(
+        sealed_path(&jdir, 1),
+        jdir.join("00000000000000000001.seg.tmp"),
+    )
+    .unwrap();
+    fs::write(active_path(&jdir, 1), &fresh).unwrap();
+    let ro = Journal::open_read_only(&jdir, Some(VOL)).unwrap();
+    assert_eq!(ro.head(), Position::ZERO);
+    assert!(read_all(&ro).unwrap().is_empty());
+    drop(ro);
+    let (mut j, _) = Journal::open(&jdir, VOL, config(true)).unwrap();
+    assert_eq!(names_in(&jdir), ["00000000000000000001.active"]);
+    j.install_sealed(&bytes).unwrap();
+    drop(j);
+    assert_eq!(names_in(&jdir), done);
+
+    // After the rename: the old active segment is not removed yet.
+    fs::write(active_path(&jdir, 1), &fresh).unwrap();
+    let ro = Journal::open_read_only(&jdir, Some(VOL)).unwrap();
+    assert_eq!(records_of(&read_all(&ro).unwrap()), records);
+    drop(ro);
+    let (j, _) = Journal::open(&jdir, VOL, config(true)).unwrap();
+    assert_eq!(records_of(&read_all(&j).unwrap()), records);
+    assert_eq!(names_in(&jdir), done);
+}
+
 #[test]
 fn a_full_segment_that_lost_its_tail_takes_appends_again() {
     let dir = tempfile::tempdir().unwrap();
