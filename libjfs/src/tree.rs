@@ -91,6 +91,9 @@ const CHANGED_NOTHING: [Errno; 9] = [
 /// Out of room: a write may have got part way before it saw that.
 const NO_ROOM: [Errno; 2] = [Errno::NOSPC, Errno::DQUOT];
 
+/// Frees a range of a file's blocks and keeps its size.
+const PUNCH_HOLE: FallocateFlags = FallocateFlags::PUNCH_HOLE.union(FallocateFlags::KEEP_SIZE);
+
 /// Files ending below this are not checked against the filesystem's
 /// largest file: every filesystem Linux writes to holds 2 GiB.
 const CHECK_SIZE_ABOVE: u64 = 1 << 31;
@@ -349,11 +352,7 @@ impl Tree {
 
     fn apply_uncached(&self, record: &Record, redo: Option<u64>) -> Result<()> {
         let mut written = None;
-        let attic = record.before.iter().find_map(|b| match b {
-            BeforeImage::Attic { id } => Some(*id),
-            _ => None,
-        });
-        let r = self.apply_op(&record.op, attic, redo, &mut written);
+        let r = self.apply_op(&record.op, &record.before, redo, &mut written);
         if moves_dirs(&record.op) {
             // Before the mtimes, which are set by path.
             self.forget_dirs();
@@ -391,15 +390,24 @@ impl Tree {
         .map_err(|e| io_err(format!("set mtime of {}", m.node), e))
     }
 
-    /// Applies `op`; an op that writes a file leaves it open in `written`.
+    /// Applies `op`, whose record carries the before-images `images`; an op
+    /// that writes a file leaves it open in `written`.
     fn apply_op<'o>(
         &self,
         op: &'o Op,
-        attic: Option<u64>,
+        images: &[BeforeImage],
         redo: Option<u64>,
         written: &mut Option<(&'o RelPath, OwnedFd)>,
     ) -> Result<()> {
         let redo_mode = redo.is_some();
+        let attic = images.iter().find_map(|b| match b {
+            BeforeImage::Attic { id } => Some(*id),
+            _ => None,
+        });
+        // What a write that ran out of room over old bytes is undone from.
+        // A redo starts from a file the first attempt may have changed, which
+        // the images do not describe: it is never undone.
+        let old: &[BeforeImage] = if redo_mode { &[] } else { images };
         match op {
             Op::Create { path, node } => {
                 let at = self.at(path)?;
@@ -625,18 +633,9 @@ impl Tree {
                 let (fd, before) = self.open_regular_stat(path, OFlags::WRONLY)?;
                 let what = || format!("write {path}");
                 fits(&fd, offset.checked_add(data.len() as u64), what)?;
-                let (mut off, mut left) = (*offset, data.as_slice());
-                while !left.is_empty() {
-                    match rustix::io::pwrite(&fd, left, off) {
-                        Ok(0) => return Err(io_err(what(), Errno::IO)),
-                        Ok(n) => {
-                            left = &left[n..];
-                            off += n as u64;
-                        }
-                        Err(Errno::INTR) => {}
-                        Err(e) => return Err(put_back(&fd, &before, *offset, off, e, what)),
-                    }
-                }
+                pwrite_all(&fd, data, *offset).map_err(|(e, reached)| {
+                    put_back(&fd, &before, old, *offset, reached, e, what)
+                })?;
                 *written = Some((path, fd));
                 Ok(())
             }
@@ -648,7 +647,7 @@ impl Tree {
                     Errno::FBIG | Errno::INVAL => unchanged(e, what()),
                     // Growing a file only changes its size.
                     e if *size >= before.st_size as u64 => {
-                        put_back(&fd, &before, *size, *size, e, what)
+                        put_back(&fd, &before, &[], *size, *size, e, what)
                     }
                     e => io_err(what(), e),
                 })?;
@@ -667,9 +666,7 @@ impl Tree {
                 let flags = match mode {
                     FallocateMode::Allocate => FallocateFlags::empty(),
                     FallocateMode::KeepSize => FallocateFlags::KEEP_SIZE,
-                    FallocateMode::PunchHole => {
-                        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE
-                    }
+                    FallocateMode::PunchHole => PUNCH_HOLE,
                     FallocateMode::ZeroRange => FallocateFlags::ZERO_RANGE,
                     FallocateMode::ZeroRangeKeepSize => {
                         FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE
@@ -682,7 +679,7 @@ impl Tree {
                     }
                     // Allocation changes no byte; a size that grew goes back.
                     e if matches!(mode, FallocateMode::Allocate | FallocateMode::KeepSize) => {
-                        put_back(&fd, &before, *offset, *offset, e, what)
+                        put_back(&fd, &before, &[], *offset, *offset, e, what)
                     }
                     e => io_err(what(), e),
                 })?;
@@ -802,7 +799,7 @@ impl Tree {
                         Errno::INVAL if left == *len => {
                             refused(e, format!("copy {src} to {dst}: {e}"))
                         }
-                        e => put_back(&output, &before, *dst_offset, off_out, e, what),
+                        e => put_back(&output, &before, old, *dst_offset, off_out, e, what),
                     })?;
                     if n == 0 {
                         // The source shrank during the copy: part of it may
@@ -1136,13 +1133,35 @@ fn fits(fd: &OwnedFd, end: Option<u64>, what: impl Fn() -> String) -> Result<()>
     Ok(())
 }
 
+/// Writes all of `data` at `offset`; on failure, the error and how far it got.
+fn pwrite_all(fd: &OwnedFd, data: &[u8], offset: u64) -> std::result::Result<(), (Errno, u64)> {
+    let (mut off, mut left) = (offset, data);
+    while !left.is_empty() {
+        match rustix::io::pwrite(fd, left, off) {
+            Ok(0) => return Err((Errno::IO, off)),
+            Ok(n) => {
+                left = &left[n..];
+                off += n as u64;
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err((e, off)),
+        }
+    }
+    Ok(())
+}
+
 /// After a call that writes from `offset` failed with `e` having got to
-/// `reached`: when it failed for want of room and wrote nothing over old
-/// bytes, puts the old size and mtime back, so that nothing changed.
-/// Anything else may be half done.
+/// `reached`: when it failed for want of room, puts back the old size and
+/// mtime and, where it got over old bytes, their old contents from the
+/// record's before-images `old` ([`put_back_bytes`]), so that nothing
+/// changed. A master then only has to take the record back and answer
+/// ENOSPC, where a half-done write would leave its volume to be replayed.
+/// Anything else may be half done; so is a write over old bytes without
+/// before-images (history off) or whose undo fails in turn.
 fn put_back(
     fd: &OwnedFd,
     before: &rfs::Stat,
+    old: &[BeforeImage],
     offset: u64,
     reached: u64,
     e: Errno,
@@ -1152,12 +1171,20 @@ fn put_back(
     if e == Errno::FBIG && reached == offset {
         return unchanged(e, what());
     }
-    if !NO_ROOM.contains(&e) || (reached > offset && offset < old_size) {
+    let over_old = reached > offset && offset < old_size;
+    // Images of this file as it is (they name its size) hold the data of
+    // every block the write reached; the rest of those blocks were holes.
+    let described = old.contains(&BeforeImage::Size(old_size));
+    if !NO_ROOM.contains(&e) || (over_old && !described) {
         return io_err(what(), e);
     }
     let undo = || -> std::result::Result<(), Errno> {
+        // First what frees room: the grown end, then the holes.
         if rfs::fstat(fd)?.st_size as u64 > old_size {
             rfs::ftruncate(fd, old_size)?;
+        }
+        if over_old {
+            put_back_bytes(fd, old, offset, reached.min(old_size))?;
         }
         let mtime = Timespec {
             tv_sec: before.st_mtime as _,
@@ -1175,6 +1202,54 @@ fn put_back(
         Ok(()) => unchanged(e, what()),
         Err(_) => io_err(what(), e),
     }
+}
+
+/// Puts back the old contents of `offset..end` of a file, which a write got
+/// through before it ran out of room, from before-images that hold the data
+/// of the whole blocks around the written range and leave its holes out
+/// (see [`crate::history::capture`]). What was a hole is punched again,
+/// whole blocks, which gives back what the write allocated there; then the
+/// old bytes go back over what was data. That overwrite may itself need
+/// room (on a copy-on-write filesystem), so it comes last and its failure
+/// is the caller's I/O error.
+fn put_back_bytes(
+    fd: &OwnedFd,
+    old: &[BeforeImage],
+    offset: u64,
+    end: u64,
+) -> std::result::Result<(), Errno> {
+    use crate::history::BLOCK;
+    let (lo, hi) = (offset - offset % BLOCK, end.div_ceil(BLOCK) * BLOCK);
+    let mut data: Vec<(u64, &[u8])> = old
+        .iter()
+        .filter_map(|b| match b {
+            BeforeImage::Bytes { offset, data } => Some((*offset, data.as_slice())),
+            _ => None,
+        })
+        .filter(|(at, data)| *at < hi && at + data.len() as u64 > lo)
+        .collect();
+    data.sort_unstable_by_key(|(at, _)| *at);
+    let punch = |from: u64, to: u64| {
+        if from < to {
+            rfs::fallocate(fd, PUNCH_HOLE, from, to - from)
+        } else {
+            Ok(())
+        }
+    };
+    let mut hole = lo;
+    for (at, bytes) in &data {
+        punch(hole, *at)?;
+        hole = hole.max(at + bytes.len() as u64);
+    }
+    punch(hole, hi)?;
+    for (at, bytes) in data {
+        let (from, to) = (at.max(offset), (at + bytes.len() as u64).min(end));
+        if from < to {
+            pwrite_all(fd, &bytes[(from - at) as usize..(to - at) as usize], from)
+                .map_err(|(e, _)| e)?;
+        }
+    }
+    Ok(())
 }
 
 fn io_err(context: String, e: Errno) -> TreeError {
@@ -1517,11 +1592,123 @@ mod tests {
             assert_eq!(unchanged_with(r), Some(Errno::NOSPC), "{mode:?}");
             assert_eq!(state(&f), before, "{mode:?}");
         }
-        // Over old bytes the old ones are gone: that is no "nothing changed".
+        // Over old bytes without their before-images (history off) the old
+        // ones are gone: that is no "nothing changed".
         let over_old = write(&tree, "f", 50_000, vec![3; 2 << 20]);
         assert!(
             matches!(over_old, Err(TreeError::Io { .. })),
             "{over_old:?}"
+        );
+    }
+
+    /// A file of four blocks, data in the first and the last and holes
+    /// between, a file to copy from, and a tmpfs so full that one block is
+    /// left: a write over the file gets through its first block and
+    /// allocates the second before it finds no room.
+    fn sparse_file_on_a_full_disk() -> (SmallFs, std::path::PathBuf, Tree) {
+        use std::io::Write;
+        let fs = SmallFs::mount("size=1m");
+        let (root, tree) = fs.tree();
+        create(&tree, "f").unwrap();
+        write(&tree, "f", 0, vec![1; 4096]).unwrap();
+        write(&tree, "f", 3 * 4096, vec![2; 4096]).unwrap();
+        create(&tree, "src").unwrap();
+        write(&tree, "src", 0, vec![3; 5 * 4096]).unwrap();
+        age(&root.join("f"));
+        let mut filler = std::fs::File::create(fs.0.join("filler")).unwrap();
+        while filler.write_all(&[4; 4096]).is_ok() {}
+        let full = filler.metadata().unwrap().len();
+        filler.set_len(full / 4096 * 4096 - 4096).unwrap();
+        (fs, root, tree)
+    }
+
+    /// Where a file holds data: its holes are what is left.
+    fn data_map(path: &std::path::Path) -> (u64, Vec<(u64, u64)>) {
+        let file = std::fs::File::open(path).unwrap();
+        let md = file.metadata().unwrap();
+        let extents = crate::compare::data_extents_between(&file, 0, md.size()).unwrap();
+        (md.blocks(), extents)
+    }
+
+    /// The records of a write and a copy over blocks 0..4 of the file and
+    /// past its end, with before-images when `history`, as a master makes them.
+    fn writes_over_old_bytes(tree: &Tree, history: bool) -> Vec<Record> {
+        let ops = [
+            Op::Write {
+                path: p("f"),
+                offset: 1000,
+                data: vec![9; 4 * 4096],
+            },
+            Op::CopyRange {
+                src: p("src"),
+                src_offset: 0,
+                dst: p("f"),
+                dst_offset: 1000,
+                len: 4 * 4096,
+            },
+        ];
+        let time = Timestamp::new(2_000_000_000, 0);
+        ops.into_iter()
+            .map(|op| {
+                let mtimes = crate::record::implied_mtimes(&op, time);
+                let before = if history {
+                    crate::history::capture(tree, &op, &mtimes, 1).unwrap()
+                } else {
+                    vec![]
+                };
+                Record {
+                    seq: 1,
+                    time,
+                    op,
+                    mtimes,
+                    before,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_write_over_old_bytes_that_finds_no_room_is_undone_from_its_before_images() {
+        let (fs, root, tree) = sparse_file_on_a_full_disk();
+        let f = root.join("f");
+        let (before, map) = (state(&f), data_map(&f));
+        assert_eq!(map.1, [(0, 4096), (3 * 4096, 4 * 4096)]);
+        let records = writes_over_old_bytes(&tree, true);
+        for record in &records {
+            let r = tree.apply(record, None);
+            assert_eq!(unchanged_with(r), Some(Errno::NOSPC), "{}", record.op);
+            assert_eq!(state(&f), before, "{}", record.op);
+            assert_eq!(
+                data_map(&f),
+                map,
+                "the holes are holes again ({})",
+                record.op
+            );
+        }
+        // Room again: the same records apply.
+        std::fs::remove_file(fs.0.join("filler")).unwrap();
+        for record in &records {
+            tree.apply(record, None).unwrap();
+        }
+        let mut want = vec![1; 1000];
+        want.resize(1000 + 4 * 4096, 3);
+        assert_eq!(std::fs::read(&f).unwrap(), want);
+    }
+
+    #[test]
+    fn a_write_over_old_bytes_without_before_images_that_finds_no_room_is_half_done() {
+        let (_fs, root, tree) = sparse_file_on_a_full_disk();
+        for record in writes_over_old_bytes(&tree, false) {
+            let r = tree.apply(&record, None);
+            assert!(
+                matches!(r, Err(TreeError::Io { .. })),
+                "{}: {r:?}",
+                record.op
+            );
+        }
+        assert_eq!(
+            std::fs::read(root.join("f")).unwrap()[1000..4096],
+            [3; 3096]
         );
     }
 
