@@ -596,6 +596,24 @@ fn fallocate_keep_size_and_punch_hole() {
     assert_eq!(g.metadata().unwrap().len(), 0);
     g.write_all_at(b"x", 3 * MIB).unwrap();
     assert_eq!(g.metadata().unwrap().len(), 3 * MIB + 1);
+    // Its holes show through the mount (as cp, tar and backup tools look
+    // for them), where the tree's copy has them.
+    {
+        use rustix::fs::{seek, SeekFrom};
+        let tree = File::open(vol.join("tree/g")).unwrap();
+        for at in [0, MIB, 3 * MIB - 1, 3 * MIB] {
+            for whence in [SeekFrom::Data(at), SeekFrom::Hole(at)] {
+                let through = seek(&g, whence);
+                assert_eq!(through, seek(&tree, whence), "{whence:?}");
+            }
+        }
+        assert_eq!(seek(&g, SeekFrom::Hole(0)), Ok(0), "the hole at 0");
+        assert_eq!(
+            seek(&g, SeekFrom::Data(0)),
+            Ok(3 * MIB),
+            "the data at 3 MiB"
+        );
+    }
     drop((f, g));
     assert_eq!(fs::read(vol.join("tree/f")).unwrap(), want);
 

@@ -330,6 +330,21 @@ impl Filesystem for FuseMaster {
         data_reply(reply, self.fs.read(fh.0, offset, size))
     }
 
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        match self.fs.lseek(fh.0, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     fn write(
         &self,
         _req: &Request,

@@ -702,6 +702,14 @@ impl MasterFs {
         Ok(buf)
     }
 
+    /// `SEEK_DATA` / `SEEK_HOLE` on an open file: where the tree's copy has
+    /// data and holes.
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        let h = handles.get(&fh).ok_or(Errno::BADF)?;
+        seek_data_or_hole(&h.file, offset, whence)
+    }
+
     pub fn release(&self, fh: u64) {
         self.handles
             .write()
@@ -1309,6 +1317,19 @@ mod libc_o {
     pub const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
     pub const XATTR_CREATE: i32 = 1;
     pub const XATTR_REPLACE: i32 = 2;
+}
+
+/// `lseek` with `SEEK_DATA` (3) or `SEEK_HOLE` (4) on a file of the tree,
+/// which is what the kernel asks a FUSE server for: so `cp`, `tar` and
+/// backup tools see the holes of sparse files through a mount.
+pub(crate) fn seek_data_or_hole(file: &File, offset: i64, whence: i32) -> Result<i64> {
+    let offset = u64::try_from(offset).map_err(|_| Errno::INVAL)?;
+    let pos = match whence {
+        3 => rustix::fs::SeekFrom::Data(offset),
+        4 => rustix::fs::SeekFrom::Hole(offset),
+        _ => return Err(Errno::INVAL),
+    };
+    Ok(rustix::fs::seek(file, pos)? as i64)
 }
 
 #[cfg(test)]

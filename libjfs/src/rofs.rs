@@ -420,14 +420,8 @@ impl RoFs {
     /// `SEEK_DATA` / `SEEK_HOLE` on an open file (the kernel does the others).
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
         let file = self.file(fh)?;
-        let offset = u64::try_from(offset).map_err(|_| Errno::INVAL)?;
-        let pos = match whence {
-            3 => rfs::SeekFrom::Data(offset),
-            4 => rfs::SeekFrom::Hole(offset),
-            _ => return Err(Errno::INVAL),
-        };
         let _g = self.read_gate();
-        Ok(rfs::seek(&*file, pos)? as i64)
+        crate::master::seek_data_or_hole(&file, offset, whence)
     }
 
     fn file(&self, fh: u64) -> Result<Arc<File>> {
