@@ -11,7 +11,7 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use common::tmpfs::Tmpfs;
@@ -241,6 +241,77 @@ fn a_write_past_the_largest_file_gives_the_local_errno() {
         fs::remove_file(mnt.join(&name)).unwrap_or_else(|e| panic!("rm {name}: {e}"));
         assert_keeps_working(&mnt, &name);
     }
+    assert_same_tree(&mnt, &vol.join("tree"));
+
+    m.unmount();
+    assert_replays(&vol, dir.path());
+}
+
+#[test]
+fn a_write_into_the_holes_of_a_file_on_a_full_disk_is_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "128m");
+    let vol = disk.path().join("vol");
+    let mnt = dir.path().join("mnt");
+    // With history (the default), each record holds the old contents of
+    // what it overwrites; that is what the refusal puts back.
+    ok("jfs-master", &[&"init", &vol]);
+    fs::create_dir(&mnt).unwrap();
+    // Room the test gives back later, from outside the volume.
+    let spare = disk.path().join("spare");
+    fs::write(&spare, noise(99, 1 << 20)).unwrap();
+    let m = MountedMaster::start(&vol, &mnt, &[]);
+
+    // 4 KiB of data, a hole of 8 MiB, 4 KiB of data.
+    const MIB: usize = 1 << 20;
+    let sparse = mnt.join("sparse");
+    let first = noise(1, 4096);
+    let last = noise(2, 4096);
+    {
+        let f = File::create(&sparse).unwrap();
+        f.write_all_at(&first, 0).unwrap();
+        f.write_all_at(&last, 8 << 20).unwrap();
+        f.sync_all().unwrap();
+    }
+    let old = fs::read(&sparse).unwrap();
+
+    // Fill the disk. The journal's active segment set its room aside when
+    // it started, so it is the tree that runs out.
+    let mut filled = false;
+    for i in 0..200u64 {
+        if let Err(e) = write_new(&mnt.join(format!("fill{i}")), &noise(i, MIB)) {
+            assert_errno(&e, Errno::NOSPC, "filling the disk");
+            filled = true;
+            break;
+        }
+    }
+    assert!(filled, "200 MiB of writes fit on a 128 MiB tmpfs");
+    // Leave 256 KiB, so that a write into the hole gets part way.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&spare)
+        .unwrap()
+        .set_len((MIB - (256 << 10)) as u64)
+        .unwrap();
+
+    let f = OpenOptions::new().write(true).open(&sparse).unwrap();
+    let e = f
+        .write_all_at(&noise(3, MIB), 1 << 20)
+        .and_then(|()| f.sync_all())
+        .expect_err("1 MiB fits in 256 KiB");
+    assert_errno(&e, Errno::NOSPC, "writing into the hole");
+    drop(f);
+    assert!(
+        fs::read(&sparse).unwrap() == old,
+        "the refused write left part of itself in the file"
+    );
+    // The hole is a hole again: the room the write took is free.
+    assert!(
+        fs::metadata(vol.join("tree/sparse")).unwrap().blocks() <= 64,
+        "the file holds {} blocks of 512 bytes",
+        fs::metadata(vol.join("tree/sparse")).unwrap().blocks()
+    );
+    assert_keeps_working(&mnt, "hole");
     assert_same_tree(&mnt, &vol.join("tree"));
 
     m.unmount();
