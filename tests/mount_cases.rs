@@ -343,6 +343,134 @@ fn concurrent_o_creat_of_one_new_name_never_fails() {
     assert_replays(&vol, dir.path());
 }
 
+/// The mount serves handles opened for writing only without its page
+/// cache. A reader that has the file cached, read or mapped, must still
+/// see every byte such a handle writes, appends included.
+#[test]
+fn readers_see_what_write_only_handles_write() {
+    use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
+    let (dir, vol, mnt, m) = mounted();
+    const LEN: usize = 64 << 10;
+    let f = mnt.join("f");
+    fs::write(&f, vec![1u8; LEN]).unwrap();
+    let reader = File::open(&f).unwrap();
+    let mut seen = vec![0u8; LEN];
+    reader.read_exact_at(&mut seen, 0).unwrap();
+    assert!(seen.iter().all(|&b| b == 1));
+
+    // SAFETY: a fresh read-only shared mapping of the file's LEN bytes,
+    // read only through the slice below and unmapped before the file closes.
+    unsafe {
+        let ptr = mmap(
+            std::ptr::null_mut(),
+            LEN,
+            ProtFlags::READ,
+            MapFlags::SHARED,
+            &reader,
+            0,
+        )
+        .unwrap();
+        let map = std::slice::from_raw_parts(ptr.cast::<u8>(), LEN);
+        assert_eq!(map[8192], 1);
+
+        let writer = OpenOptions::new().write(true).open(&f).unwrap();
+        writer.write_all_at(&[2u8; 4096], 8192).unwrap();
+        let mut want = vec![1u8; LEN];
+        want[8192..12288].fill(2);
+        reader.read_exact_at(&mut seen, 0).unwrap();
+        assert!(seen == want, "a read after the write found old bytes");
+        assert!(map == &want[..], "the mapping kept old bytes");
+        munmap(ptr, LEN).unwrap();
+    }
+
+    let mut appender = OpenOptions::new().append(true).open(&f).unwrap();
+    appender.write_all(b"tail").unwrap();
+    assert_eq!(reader.metadata().unwrap().len(), LEN as u64 + 4);
+    let mut tail = [0u8; 4];
+    reader.read_exact_at(&mut tail, LEN as u64).unwrap();
+    assert_eq!(&tail, b"tail");
+    drop((reader, appender));
+    assert_eq!(fs::read(&f).unwrap(), fs::read(vol.join("tree/f")).unwrap());
+    m.unmount();
+    assert_replays(&vol, dir.path());
+}
+
+/// A write clears setuid, and setgid where group execute is set, unless
+/// the writer holds CAP_FSETID, and drops a file capability, as on a local
+/// filesystem: through handles opened for writing only (which the server
+/// serves without the page cache, so it does this itself) and for reading
+/// and writing (where the kernel does it).
+#[test]
+fn writes_remove_privileges_as_on_a_local_filesystem() {
+    use rustix::fs::{getxattr, setxattr, XattrFlags};
+    use std::os::unix::process::CommandExt;
+    const CAPABILITY: &str = "security.capability";
+    // What setcap cap_net_raw+ep writes: revision 2 with the effective
+    // bit, then the permitted and inheritable sets, low and high words.
+    let mut cap = [0u8; 20];
+    cap[0..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+    cap[4..8].copy_from_slice(&(1u32 << 13).to_le_bytes());
+
+    let (dir, vol, mnt, m) = mounted();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&mnt, fs::Permissions::from_mode(0o777)).unwrap();
+    let local = dir.path().join("local");
+    fs::create_dir(&local).unwrap();
+    fs::set_permissions(&local, fs::Permissions::from_mode(0o777)).unwrap();
+    // name, mode, writer's uid (0: root), how the file is opened
+    let cases: [(&str, u32, u32, &str); 7] = [
+        ("wo-suid", 0o4755, 1234, "printf x >> \"$1\""),
+        ("wo-sgid-gx", 0o2775, 1234, "printf x >> \"$1\""),
+        ("wo-sgid", 0o2765, 1234, "printf x >> \"$1\""),
+        ("rw-both", 0o6775, 1234, "exec 3<>\"$1\"; printf y >&3"),
+        ("wo-root", 0o6775, 0, "printf x >> \"$1\""),
+        ("wo-cap", 0o755, 0, "printf x >> \"$1\""),
+        ("rw-cap", 0o755, 0, "exec 3<>\"$1\"; printf y >&3"),
+    ];
+    let mut results = Vec::new();
+    for root in [&local, &mnt] {
+        let mut got = Vec::new();
+        for (name, mode, uid, script) in cases {
+            let f = root.join(name);
+            fs::write(&f, b"data\n").unwrap();
+            std::os::unix::fs::chown(&f, Some(1234), Some(1234)).unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
+            if name.ends_with("cap") {
+                setxattr(&f, CAPABILITY, &cap, XattrFlags::empty()).unwrap();
+            }
+            let mut cmd = Command::new("sh");
+            cmd.arg("-ec").arg(script).arg("sh").arg(&f);
+            if uid != 0 {
+                cmd.uid(uid).gid(uid);
+            }
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{name} in {}: {out:?}",
+                root.display()
+            );
+            let mode = fs::metadata(&f).unwrap().mode() & 0o7777;
+            let has_cap = getxattr(&f, CAPABILITY, &mut [0u8; 64][..]).is_ok();
+            got.push((name, format!("{mode:o}"), has_cap));
+        }
+        results.push(got);
+    }
+    let local_modes: Vec<&str> = results[0].iter().map(|(_, m, _)| m.as_str()).collect();
+    assert_eq!(
+        local_modes,
+        ["755", "775", "2765", "775", "6775", "755", "755"],
+        "on the local filesystem"
+    );
+    assert!(
+        results[0].iter().all(|(_, _, cap)| !cap),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(results[1], results[0], "on the mount");
+    m.unmount();
+    assert_replays(&vol, dir.path());
+}
+
 // ---- 4. mmap ----------------------------------------------------------------
 
 #[test]

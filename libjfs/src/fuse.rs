@@ -14,6 +14,7 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use rustix::fs::OFlags;
 
 use crate::compare::FileKind;
 use crate::master::{Attr, Caller, MasterFs};
@@ -26,11 +27,26 @@ const TTL: Duration = Duration::from_secs(1);
 /// The `fuser::Filesystem` for a master volume.
 pub struct FuseMaster {
     fs: Arc<MasterFs>,
+    /// Write-only handles bypass the page cache (see `open_flags`).
+    direct_writes: bool,
 }
 
 impl FuseMaster {
     pub fn new(fs: Arc<MasterFs>) -> FuseMaster {
-        FuseMaster { fs }
+        FuseMaster {
+            fs,
+            direct_writes: false,
+        }
+    }
+
+    /// How a handle opened with `flags` is served.
+    fn open_flags(&self, flags: i32) -> FopenFlags {
+        let access = flags as u32 & OFlags::RWMODE.bits();
+        if self.direct_writes && access == OFlags::WRONLY.bits() {
+            FILE_OPEN | FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FILE_OPEN
+        }
     }
 }
 
@@ -122,10 +138,22 @@ fn data_reply(reply: ReplyData, r: crate::master::Result<Vec<u8>>) {
     }
 }
 
-/// How a file handle is opened. `FLUSH` (sent at every `close`) would do
+/// How a handle is opened. `FLUSH` (sent at every `close`) would do
 /// nothing here: writes are journaled as they come, POSIX locks and `flock`
 /// are kept by the kernel (neither capability is asked for) and there is no
 /// writeback cache. So the kernel is told not to send it.
+///
+/// A handle opened for writing only also bypasses the kernel's page cache
+/// of the mount (`FOPEN_DIRECT_IO`, see [`FuseMaster::open_flags`]): every
+/// write is journaled and written to VOL/tree as it comes anyway, and such
+/// a handle can neither read nor be mapped, so the cache would only cost a
+/// copy of every byte and, before each new file's first write, a getxattr
+/// of `security.capability`. The kernel then leaves clearing setuid and
+/// setgid to the server (see [`MasterFs::write`]), and drops the cached
+/// pages a direct write overlaps, so that readers through other handles
+/// see the new bytes (some kernels only with `FUSE_DIRECT_IO_ALLOW_MMAP`,
+/// which `init` asks for; kernels that do not know it get no direct
+/// handles).
 const FILE_OPEN: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
 
 fn opened_reply(reply: ReplyOpen, r: crate::master::Result<u64>, flags: FopenFlags) {
@@ -158,6 +186,12 @@ impl Filesystem for FuseMaster {
         config
             .add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL)
             .map_err(|_| std::io::Error::other("the kernel does not support POSIX ACLs on FUSE"))?;
+        // Cached pages are dropped where a direct write lands (see
+        // `FILE_OPEN`). Kernels before 6.6 do not know the flag; write-only
+        // handles then stay in the page cache.
+        self.direct_writes = config
+            .add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_ok();
         Ok(())
     }
 
@@ -313,7 +347,11 @@ impl Filesystem for FuseMaster {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        opened_reply(reply, self.fs.open(ino.0, flags.0), FILE_OPEN)
+        opened_reply(
+            reply,
+            self.fs.open(ino.0, flags.0),
+            self.open_flags(flags.0),
+        )
     }
 
     fn read(
@@ -352,12 +390,13 @@ impl Filesystem for FuseMaster {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(ino.0, fh.0, offset, data) {
+        let kill_suidgid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.fs.write(ino.0, fh.0, offset, data, kill_suidgid) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
@@ -541,7 +580,7 @@ impl Filesystem for FuseMaster {
                 &file_attr(&a),
                 Generation(0),
                 FileHandle(fh),
-                FILE_OPEN,
+                self.open_flags(flags),
             ),
             Err(e) => reply.error(errno(e)),
         }

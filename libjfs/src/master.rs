@@ -1122,9 +1122,19 @@ impl MasterFs {
     }
 
     /// Writes through the journal; returns the bytes written.
-    pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    /// `kill_suidgid` is the kernel's `FUSE_WRITE_KILL_SUIDGID`: see
+    /// [`MasterFs::remove_privs`].
+    pub fn write(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_suidgid: bool,
+    ) -> Result<u32> {
         match self.locate(ino)? {
             Located::Path(path) => {
+                self.remove_privs(fh, &path, kill_suidgid)?;
                 for (i, chunk) in data.chunks(crate::record::MAX_WRITE).enumerate() {
                     let off = offset + (i * crate::record::MAX_WRITE) as u64;
                     self.commit(Op::Write {
@@ -1146,6 +1156,47 @@ impl MasterFs {
                 Ok(data.len() as u32)
             }
         }
+    }
+
+    /// What a local filesystem does before a write (the kernel's
+    /// `file_remove_privs`), which the kernel does itself for handles in
+    /// its page cache and leaves to the server for direct writes: a writer
+    /// without `CAP_FSETID` (`kill_suidgid`) clears setuid, and setgid
+    /// where group execute is set; any write drops `security.capability`.
+    /// Each is journaled as the chmod or removexattr it is.
+    fn remove_privs(&self, fh: u64, path: &RelPath, kill_suidgid: bool) -> Result<()> {
+        const CAPABILITY: &[u8] = b"security.capability";
+        let (mode, capable) = {
+            let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+            let h = handles.get(&fh).ok_or(Errno::BADF)?;
+            let mode = rustix::fs::fstat(&h.file)?.st_mode & 0o7777;
+            let capable = rustix::fs::fgetxattr(&h.file, CAPABILITY, &mut [0u8; 0][..]).is_ok();
+            (mode, capable)
+        };
+        let mut kept = mode;
+        if kill_suidgid {
+            kept &= !libc_o::S_ISUID;
+            if mode & libc_o::S_IXGRP != 0 {
+                kept &= !libc_o::S_ISGID;
+            }
+        }
+        if kept != mode {
+            self.commit(Op::SetAttr {
+                node: Node::Path(path.clone()),
+                mode: Some(kept),
+                uid: None,
+                gid: None,
+                atime: None,
+                mtime: None,
+            })?;
+        }
+        if capable {
+            self.commit(Op::RemoveXattr {
+                node: Node::Path(path.clone()),
+                name: CAPABILITY.to_vec(),
+            })?;
+        }
+        Ok(())
     }
 
     pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
@@ -1312,6 +1363,9 @@ mod libc_o {
     pub const S_IFBLK: u32 = 0o060000;
     pub const S_IFCHR: u32 = 0o020000;
     pub const S_IFIFO: u32 = 0o010000;
+    pub const S_ISUID: u32 = 0o4000;
+    pub const S_ISGID: u32 = 0o2000;
+    pub const S_IXGRP: u32 = 0o010;
     pub const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
     pub const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
     pub const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
@@ -1363,12 +1417,12 @@ mod tests {
         let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0o022, ME).unwrap();
         let (f, fh) = fs.create(d.ino, b"f", 0o666, 0o022, 2, ME).unwrap();
         assert_eq!(f.perm, 0o644);
-        assert_eq!(fs.write(f.ino, fh, 0, b"hello").unwrap(), 5);
+        assert_eq!(fs.write(f.ino, fh, 0, b"hello", false).unwrap(), 5);
         assert_eq!(fs.read(fh, 0, 100).unwrap(), b"hello");
         // Rename the directory: the open file's path follows.
         fs.rename(ROOT_INO, b"d", ROOT_INO, b"e", RenameMode::Replace)
             .unwrap();
-        fs.write(f.ino, fh, 5, b" world").unwrap();
+        fs.write(f.ino, fh, 5, b" world", false).unwrap();
         assert_eq!(
             std::fs::read(vol_path.join("tree/e/f")).unwrap(),
             b"hello world"
@@ -1377,7 +1431,7 @@ mod tests {
         fs.link(f.ino, ROOT_INO, b"g").unwrap();
         fs.unlink(fs.lookup(ROOT_INO, b"e").unwrap().ino, b"f")
             .unwrap();
-        fs.write(f.ino, fh, 0, b"H").unwrap();
+        fs.write(f.ino, fh, 0, b"H", false).unwrap();
         assert_eq!(
             std::fs::read(vol_path.join("tree/g")).unwrap(),
             b"Hello world"
@@ -1385,7 +1439,7 @@ mod tests {
         // Unlinked while open: writes still work, and are not journaled.
         fs.unlink(ROOT_INO, b"g").unwrap();
         let head = fs.with_volume(|v| v.head());
-        fs.write(f.ino, fh, 0, b"gone").unwrap();
+        fs.write(f.ino, fh, 0, b"gone", false).unwrap();
         assert_eq!(fs.with_volume(|v| v.head()), head);
         fs.release(fh);
         let s = fs.symlink(ROOT_INO, b"s", b"e", ME).unwrap();
@@ -1405,7 +1459,7 @@ mod tests {
     fn lookups_and_handles_do_not_follow_a_symlink_at_the_end() {
         let (dir, fs, vol_path) = fs();
         let (f, fh) = fs.create(ROOT_INO, b"f", 0o644, 0, 2, ME).unwrap();
-        fs.write(f.ino, fh, 0, b"data").unwrap();
+        fs.write(f.ino, fh, 0, b"data", false).unwrap();
         fs.release(fh);
         let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, ME).unwrap();
         let s = fs.symlink(d.ino, b"s", b"../f", ME).unwrap();
@@ -1493,7 +1547,7 @@ mod tests {
         .unwrap();
         fs.unlink(ROOT_INO, b"a").unwrap();
         let head = fs.with_volume(|v| v.head());
-        fs.write(f.ino, fh, 0, b"still in the tree").unwrap();
+        fs.write(f.ino, fh, 0, b"still in the tree", false).unwrap();
         assert_eq!(
             fs.with_volume(|v| v.head()).seq,
             head.seq + 1,
@@ -1529,8 +1583,8 @@ mod tests {
         let (g, gh) = fs.create(ROOT_INO, b"g", 0o644, 0, 2, ME).unwrap();
         fs.rename(a.ino, b"f", ROOT_INO, b"g", RenameMode::Exchange)
             .unwrap();
-        fs.write(f.ino, fh, 0, b"was f").unwrap();
-        fs.write(g.ino, gh, 0, b"was g").unwrap();
+        fs.write(f.ino, fh, 0, b"was f", false).unwrap();
+        fs.write(g.ino, gh, 0, b"was g", false).unwrap();
         assert_eq!(std::fs::read(vol_path.join("tree/g")).unwrap(), b"was f");
         assert_eq!(std::fs::read(vol_path.join("tree/a/f")).unwrap(), b"was g");
         fs.setattr(
