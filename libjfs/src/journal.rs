@@ -630,7 +630,7 @@ impl Journal {
     ///
     /// Returns the segment whose sealing finished, if one did. When that
     /// fails (a full disk), appends go on in the full segment, and the
-    /// next try is [`SEAL_RETRY`] later, so that each append does not
+    /// next try is `SEAL_RETRY` later, so that each append does not
     /// pay for a seal that cannot succeed.
     pub fn seal_if_full(&mut self) -> Result<Option<SegmentInfo>> {
         // A failed background seal is retried, and reported, below or by `seal`.

@@ -1123,7 +1123,7 @@ impl MasterFs {
 
     /// Writes through the journal; returns the bytes written.
     /// `kill_suidgid` is the kernel's `FUSE_WRITE_KILL_SUIDGID`: see
-    /// [`MasterFs::remove_privs`].
+    /// `MasterFs::remove_privs`.
     pub fn write(
         &self,
         ino: u64,

@@ -12,7 +12,7 @@
 //! a partial or complete earlier attempt left, and does not apply it twice.
 //!
 //! The directory a path's last component lives in is resolved once and its
-//! handle kept (see [`DirCache`]) until an operation that could move or
+//! handle kept (see `DirCache`) until an operation that could move or
 //! remove a directory runs, or any operation fails. So every change to the
 //! tree's directories must go through [`Tree::apply`].
 //!
