@@ -131,9 +131,9 @@ fn attr_reply(reply: ReplyAttr, r: crate::master::Result<Attr>) {
     }
 }
 
-fn data_reply(reply: ReplyData, r: crate::master::Result<Vec<u8>>) {
+fn data_reply(reply: ReplyData, r: crate::master::Result<&[u8]>) {
     match r {
-        Ok(d) => reply.data(&d),
+        Ok(d) => reply.data(d),
         Err(e) => reply.error(errno(e)),
     }
 }
@@ -238,7 +238,10 @@ impl Filesystem for FuseMaster {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        data_reply(reply, self.fs.readlink(ino.0))
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn mknod(
@@ -365,7 +368,8 @@ impl Filesystem for FuseMaster {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        data_reply(reply, self.fs.read(fh.0, offset, size))
+        self.fs
+            .read_with(fh.0, offset, size, |r| data_reply(reply, r))
     }
 
     fn lseek(

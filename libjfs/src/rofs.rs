@@ -28,7 +28,6 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -333,10 +332,6 @@ pub struct RoFs {
     next_fh: AtomicU64,
 }
 
-fn errno_of(e: &io::Error) -> Errno {
-    Errno::from_io_error(e).unwrap_or(Errno::IO)
-}
-
 impl RoFs {
     pub fn new(inodes: Arc<InodeTable>, gate: Arc<RwLock<()>>) -> RoFs {
         RoFs {
@@ -400,21 +395,25 @@ impl RoFs {
         Ok(fh)
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let file = self.file(fh)?;
-        let mut buf = vec![0u8; size as usize];
-        let mut n = 0;
+    /// Reads up to `size` bytes at `offset` and hands them to `f`, under
+    /// the read gate (see [`crate::master::read_reusing`]).
+    pub fn read_with<T>(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        f: impl FnOnce(Result<&[u8]>) -> T,
+    ) -> T {
+        let file = match self.file(fh) {
+            Ok(file) => file,
+            Err(e) => return f(Err(e)),
+        };
         let _g = self.read_gate();
-        while n < buf.len() {
-            match file.read_at(&mut buf[n..], offset + n as u64) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(errno_of(&e)),
-            }
-        }
-        buf.truncate(n);
-        Ok(buf)
+        crate::master::read_reusing(&file, offset, size, f)
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        self.read_with(fh, offset, size, |r| r.map(<[u8]>::to_vec))
     }
 
     /// `SEEK_DATA` / `SEEK_HOLE` on an open file (the kernel does the others).
@@ -703,10 +702,10 @@ impl Filesystem for FuseRo {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
+        self.fs.read_with(fh.0, offset, size, |r| match r {
+            Ok(d) => reply.data(d),
             Err(e) => reply.error(errno(e)),
-        }
+        })
     }
 
     fn write(
