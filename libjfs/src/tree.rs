@@ -91,9 +91,6 @@ const CHANGED_NOTHING: [Errno; 9] = [
 /// Out of room: a write may have got part way before it saw that.
 const NO_ROOM: [Errno; 2] = [Errno::NOSPC, Errno::DQUOT];
 
-/// Frees a range of a file's blocks and keeps its size.
-const PUNCH_HOLE: FallocateFlags = FallocateFlags::PUNCH_HOLE.union(FallocateFlags::KEEP_SIZE);
-
 /// Files ending below this are not checked against the filesystem's
 /// largest file: every filesystem Linux writes to holds 2 GiB.
 const CHECK_SIZE_ABOVE: u64 = 1 << 31;
@@ -352,7 +349,14 @@ impl Tree {
 
     fn apply_uncached(&self, record: &Record, redo: Option<u64>) -> Result<()> {
         let mut written = None;
-        let r = self.apply_op(&record.op, &record.before, redo, &mut written);
+        let attic = record.before.iter().find_map(|b| match b {
+            BeforeImage::Attic { id } => Some(*id),
+            _ => None,
+        });
+        let r = match self.apply_op(&record.op, attic, redo, &mut written) {
+            Err(e) if redo.is_none() => self.undo_partial_write(record, e),
+            r => r,
+        };
         if moves_dirs(&record.op) {
             // Before the mtimes, which are set by path.
             self.forget_dirs();
@@ -390,24 +394,49 @@ impl Tree {
         .map_err(|e| io_err(format!("set mtime of {}", m.node), e))
     }
 
-    /// Applies `op`, whose record carries the before-images `images`; an op
-    /// that writes a file leaves it open in `written`.
+    /// A write or copy that ran out of room part way over a file's old
+    /// bytes (`failed`) is undone with the record's own undo
+    /// ([`crate::history::inverse`]): the grown end cut, the old holes
+    /// punched again, the old bytes written back, the old mtime. It then
+    /// changed nothing, and a master takes it back and answers ENOSPC
+    /// where a half-done write would leave its volume to be replayed.
+    /// Without before-images (history off), or when the undo fails in
+    /// turn, it stays half done. Any other failure is returned as it is.
+    fn undo_partial_write(&self, record: &Record, failed: TreeError) -> Result<()> {
+        let errno = match &failed {
+            TreeError::Io { source, .. } => source.raw_os_error().map(Errno::from_raw_os_error),
+            _ => None,
+        };
+        let (Some(errno), Op::Write { .. } | Op::CopyRange { .. }) = (errno, &record.op) else {
+            return Err(failed);
+        };
+        if !NO_ROOM.contains(&errno) {
+            return Err(failed);
+        }
+        let Ok(steps) = crate::history::inverse(record) else {
+            return Err(failed);
+        };
+        for step in &steps {
+            // Steps carry no before-images: one that fails is not undone in turn.
+            if self
+                .apply_uncached(&step.to_record(record.seq), None)
+                .is_err()
+            {
+                return Err(failed);
+            }
+        }
+        Err(unchanged(errno, failed.to_string()))
+    }
+
+    /// Applies `op`; an op that writes a file leaves it open in `written`.
     fn apply_op<'o>(
         &self,
         op: &'o Op,
-        images: &[BeforeImage],
+        attic: Option<u64>,
         redo: Option<u64>,
         written: &mut Option<(&'o RelPath, OwnedFd)>,
     ) -> Result<()> {
         let redo_mode = redo.is_some();
-        let attic = images.iter().find_map(|b| match b {
-            BeforeImage::Attic { id } => Some(*id),
-            _ => None,
-        });
-        // What a write that ran out of room over old bytes is undone from.
-        // A redo starts from a file the first attempt may have changed, which
-        // the images do not describe: it is never undone.
-        let old: &[BeforeImage] = if redo_mode { &[] } else { images };
         match op {
             Op::Create { path, node } => {
                 let at = self.at(path)?;
@@ -633,9 +662,18 @@ impl Tree {
                 let (fd, before) = self.open_regular_stat(path, OFlags::WRONLY)?;
                 let what = || format!("write {path}");
                 fits(&fd, offset.checked_add(data.len() as u64), what)?;
-                pwrite_all(&fd, data, *offset).map_err(|(e, reached)| {
-                    put_back(&fd, &before, old, *offset, reached, e, what)
-                })?;
+                let (mut off, mut left) = (*offset, data.as_slice());
+                while !left.is_empty() {
+                    match rustix::io::pwrite(&fd, left, off) {
+                        Ok(0) => return Err(io_err(what(), Errno::IO)),
+                        Ok(n) => {
+                            left = &left[n..];
+                            off += n as u64;
+                        }
+                        Err(Errno::INTR) => {}
+                        Err(e) => return Err(put_back(&fd, &before, *offset, off, e, what)),
+                    }
+                }
                 *written = Some((path, fd));
                 Ok(())
             }
@@ -647,7 +685,7 @@ impl Tree {
                     Errno::FBIG | Errno::INVAL => unchanged(e, what()),
                     // Growing a file only changes its size.
                     e if *size >= before.st_size as u64 => {
-                        put_back(&fd, &before, &[], *size, *size, e, what)
+                        put_back(&fd, &before, *size, *size, e, what)
                     }
                     e => io_err(what(), e),
                 })?;
@@ -666,7 +704,9 @@ impl Tree {
                 let flags = match mode {
                     FallocateMode::Allocate => FallocateFlags::empty(),
                     FallocateMode::KeepSize => FallocateFlags::KEEP_SIZE,
-                    FallocateMode::PunchHole => PUNCH_HOLE,
+                    FallocateMode::PunchHole => {
+                        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE
+                    }
                     FallocateMode::ZeroRange => FallocateFlags::ZERO_RANGE,
                     FallocateMode::ZeroRangeKeepSize => {
                         FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE
@@ -679,7 +719,7 @@ impl Tree {
                     }
                     // Allocation changes no byte; a size that grew goes back.
                     e if matches!(mode, FallocateMode::Allocate | FallocateMode::KeepSize) => {
-                        put_back(&fd, &before, &[], *offset, *offset, e, what)
+                        put_back(&fd, &before, *offset, *offset, e, what)
                     }
                     e => io_err(what(), e),
                 })?;
@@ -799,7 +839,7 @@ impl Tree {
                         Errno::INVAL if left == *len => {
                             refused(e, format!("copy {src} to {dst}: {e}"))
                         }
-                        e => put_back(&output, &before, old, *dst_offset, off_out, e, what),
+                        e => put_back(&output, &before, *dst_offset, off_out, e, what),
                     })?;
                     if n == 0 {
                         // The source shrank during the copy: part of it may
@@ -1133,35 +1173,14 @@ fn fits(fd: &OwnedFd, end: Option<u64>, what: impl Fn() -> String) -> Result<()>
     Ok(())
 }
 
-/// Writes all of `data` at `offset`; on failure, the error and how far it got.
-fn pwrite_all(fd: &OwnedFd, data: &[u8], offset: u64) -> std::result::Result<(), (Errno, u64)> {
-    let (mut off, mut left) = (offset, data);
-    while !left.is_empty() {
-        match rustix::io::pwrite(fd, left, off) {
-            Ok(0) => return Err((Errno::IO, off)),
-            Ok(n) => {
-                left = &left[n..];
-                off += n as u64;
-            }
-            Err(Errno::INTR) => {}
-            Err(e) => return Err((e, off)),
-        }
-    }
-    Ok(())
-}
-
 /// After a call that writes from `offset` failed with `e` having got to
-/// `reached`: when it failed for want of room, puts back the old size and
-/// mtime and, where it got over old bytes, their old contents from the
-/// record's before-images `old` ([`put_back_bytes`]), so that nothing
-/// changed. A master then only has to take the record back and answer
-/// ENOSPC, where a half-done write would leave its volume to be replayed.
-/// Anything else may be half done; so is a write over old bytes without
-/// before-images (history off) or whose undo fails in turn.
+/// `reached`: when it failed for want of room and wrote nothing over old
+/// bytes, puts the old size and mtime back, so that nothing changed.
+/// Anything else may be half done (see `Tree::undo_partial_write` for what undoes
+/// a write over old bytes).
 fn put_back(
     fd: &OwnedFd,
     before: &rfs::Stat,
-    old: &[BeforeImage],
     offset: u64,
     reached: u64,
     e: Errno,
@@ -1171,20 +1190,12 @@ fn put_back(
     if e == Errno::FBIG && reached == offset {
         return unchanged(e, what());
     }
-    let over_old = reached > offset && offset < old_size;
-    // Images of this file as it is (they name its size) hold the data of
-    // every block the write reached; the rest of those blocks were holes.
-    let described = old.contains(&BeforeImage::Size(old_size));
-    if !NO_ROOM.contains(&e) || (over_old && !described) {
+    if !NO_ROOM.contains(&e) || (reached > offset && offset < old_size) {
         return io_err(what(), e);
     }
     let undo = || -> std::result::Result<(), Errno> {
-        // First what frees room: the grown end, then the holes.
         if rfs::fstat(fd)?.st_size as u64 > old_size {
             rfs::ftruncate(fd, old_size)?;
-        }
-        if over_old {
-            put_back_bytes(fd, old, offset, reached.min(old_size))?;
         }
         let mtime = Timespec {
             tv_sec: before.st_mtime as _,
@@ -1202,54 +1213,6 @@ fn put_back(
         Ok(()) => unchanged(e, what()),
         Err(_) => io_err(what(), e),
     }
-}
-
-/// Puts back the old contents of `offset..end` of a file, which a write got
-/// through before it ran out of room, from before-images that hold the data
-/// of the whole blocks around the written range and leave its holes out
-/// (see [`crate::history::capture`]). What was a hole is punched again,
-/// whole blocks, which gives back what the write allocated there; then the
-/// old bytes go back over what was data. That overwrite may itself need
-/// room (on a copy-on-write filesystem), so it comes last and its failure
-/// is the caller's I/O error.
-fn put_back_bytes(
-    fd: &OwnedFd,
-    old: &[BeforeImage],
-    offset: u64,
-    end: u64,
-) -> std::result::Result<(), Errno> {
-    use crate::history::BLOCK;
-    let (lo, hi) = (offset - offset % BLOCK, end.div_ceil(BLOCK) * BLOCK);
-    let mut data: Vec<(u64, &[u8])> = old
-        .iter()
-        .filter_map(|b| match b {
-            BeforeImage::Bytes { offset, data } => Some((*offset, data.as_slice())),
-            _ => None,
-        })
-        .filter(|(at, data)| *at < hi && at + data.len() as u64 > lo)
-        .collect();
-    data.sort_unstable_by_key(|(at, _)| *at);
-    let punch = |from: u64, to: u64| {
-        if from < to {
-            rfs::fallocate(fd, PUNCH_HOLE, from, to - from)
-        } else {
-            Ok(())
-        }
-    };
-    let mut hole = lo;
-    for (at, bytes) in &data {
-        punch(hole, *at)?;
-        hole = hole.max(at + bytes.len() as u64);
-    }
-    punch(hole, hi)?;
-    for (at, bytes) in data {
-        let (from, to) = (at.max(offset), (at + bytes.len() as u64).min(end));
-        if from < to {
-            pwrite_all(fd, &bytes[(from - at) as usize..(to - at) as usize], from)
-                .map_err(|(e, _)| e)?;
-        }
-    }
-    Ok(())
 }
 
 fn io_err(context: String, e: Errno) -> TreeError {
