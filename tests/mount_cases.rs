@@ -437,6 +437,8 @@ fn writes_remove_privileges_as_on_a_local_filesystem() {
             fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
             if name.ends_with("cap") {
                 setxattr(&f, CAPABILITY, &cap, XattrFlags::empty()).unwrap();
+                let read = getxattr(&f, CAPABILITY, &mut [0u8; 64][..]);
+                assert_eq!(read, Ok(cap.len()), "{name}: the capability reads back");
             }
             let mut cmd = Command::new("sh");
             cmd.arg("-ec").arg(script).arg("sh").arg(&f);

@@ -1126,7 +1126,7 @@ impl MasterFs {
 
     /// Writes through the journal; returns the bytes written.
     /// `kill_suidgid` is the kernel's `FUSE_WRITE_KILL_SUIDGID`: see
-    /// `MasterFs::remove_privs`.
+    /// `MasterFs::remove_suidgid`.
     pub fn write(
         &self,
         ino: u64,
@@ -1137,7 +1137,9 @@ impl MasterFs {
     ) -> Result<u32> {
         match self.locate(ino)? {
             Located::Path(path) => {
-                self.remove_privs(fh, &path, kill_suidgid)?;
+                if kill_suidgid {
+                    self.remove_suidgid(fh, &path)?;
+                }
                 for (i, chunk) in data.chunks(crate::record::MAX_WRITE).enumerate() {
                     let off = offset + (i * crate::record::MAX_WRITE) as u64;
                     self.commit(Op::Write {
@@ -1161,45 +1163,33 @@ impl MasterFs {
         }
     }
 
-    /// What a local filesystem does before a write (the kernel's
-    /// `file_remove_privs`), which the kernel does itself for handles in
-    /// its page cache and leaves to the server for direct writes: a writer
-    /// without `CAP_FSETID` (`kill_suidgid`) clears setuid, and setgid
-    /// where group execute is set; any write drops `security.capability`.
-    /// Each is journaled as the chmod or removexattr it is.
-    fn remove_privs(&self, fh: u64, path: &RelPath, kill_suidgid: bool) -> Result<()> {
-        const CAPABILITY: &[u8] = b"security.capability";
-        let (mode, capable) = {
+    /// What a local filesystem does before a write by a process without
+    /// `CAP_FSETID`, which the kernel does itself for handles in its page
+    /// cache and asks the server to do for direct writes
+    /// (`FUSE_WRITE_KILL_SUIDGID`): setuid goes, and setgid where group
+    /// execute is set, journaled as the chmod it is. (The kernel drops
+    /// `security.capability` itself either way.)
+    fn remove_suidgid(&self, fh: u64, path: &RelPath) -> Result<()> {
+        let mode = {
             let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
             let h = handles.get(&fh).ok_or(Errno::BADF)?;
-            let mode = rustix::fs::fstat(&h.file)?.st_mode & 0o7777;
-            let capable = rustix::fs::fgetxattr(&h.file, CAPABILITY, &mut [0u8; 0][..]).is_ok();
-            (mode, capable)
+            rustix::fs::fstat(&h.file)?.st_mode & 0o7777
         };
-        let mut kept = mode;
-        if kill_suidgid {
-            kept &= !libc_o::S_ISUID;
-            if mode & libc_o::S_IXGRP != 0 {
-                kept &= !libc_o::S_ISGID;
-            }
+        let mut kept = mode & !libc_o::S_ISUID;
+        if mode & libc_o::S_IXGRP != 0 {
+            kept &= !libc_o::S_ISGID;
         }
-        if kept != mode {
-            self.commit(Op::SetAttr {
-                node: Node::Path(path.clone()),
-                mode: Some(kept),
-                uid: None,
-                gid: None,
-                atime: None,
-                mtime: None,
-            })?;
+        if kept == mode {
+            return Ok(());
         }
-        if capable {
-            self.commit(Op::RemoveXattr {
-                node: Node::Path(path.clone()),
-                name: CAPABILITY.to_vec(),
-            })?;
-        }
-        Ok(())
+        self.commit(Op::SetAttr {
+            node: Node::Path(path.clone()),
+            mode: Some(kept),
+            uid: None,
+            gid: None,
+            atime: None,
+            mtime: None,
+        })
     }
 
     pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
