@@ -906,12 +906,11 @@ impl Journal {
                 ),
             });
         }
-        let mut walker = sealed_walker(path, header, &bytes[SEALED_HEADER_LEN..])?;
+        let mut frames = SealedFrames::from_bytes(path, header, bytes)?;
         let mut entries = Vec::new();
-        while let Some(e) = walker.next_entry()? {
+        while let Some(e) = frames.next_entry()? {
             entries.push(e);
         }
-        walker.expect_end(header.end())?;
         self.seal()?;
         // An empty active segment of the same first seq is now covered: open
         // would remove it, and so does this.
@@ -1425,7 +1424,7 @@ fn scan_active(
     header: ActiveHeader,
 ) -> Result<(u64, Option<Position>, Option<(u64, &'static str)>)> {
     let buf = fs::read(path).map_err(io_err(format!("read {}", path.display())))?;
-    let mut walker = FrameWalker::new(path, buf, ACTIVE_HEADER_LEN, header.start(), false);
+    let mut walker = FrameWalker::new(path, buf, ACTIVE_HEADER_LEN, header.start());
     let mut last = None;
     while let Some(entry) = walker.next_entry()? {
         last = Some(entry.position);
@@ -1434,25 +1433,24 @@ fn scan_active(
     Ok((walker.at as u64, last, torn))
 }
 
-/// Decodes and verifies frames one after another from a buffer.
+/// Decodes and verifies the frames of an active segment one after another
+/// from a buffer; a torn tail is where they end. (Sealed bodies, in which
+/// every defect is damage, are read by [`SealedFrames`].)
 struct FrameWalker {
     path: PathBuf,
     buf: Vec<u8>,
     at: usize,
     pos: Position,
-    /// In a sealed body nothing may be torn: every defect is damage.
-    strict: bool,
     torn: Option<&'static str>,
 }
 
 impl FrameWalker {
-    fn new(path: &Path, buf: Vec<u8>, at: usize, start: Position, strict: bool) -> FrameWalker {
+    fn new(path: &Path, buf: Vec<u8>, at: usize, start: Position) -> FrameWalker {
         FrameWalker {
             path: path.to_owned(),
             buf,
             at,
             pos: start,
-            strict,
             torn: None,
         }
     }
@@ -1465,28 +1463,16 @@ impl FrameWalker {
         }
     }
 
-    /// After the last frame of a sealed body: the chain must end where the header says.
-    fn expect_end(&self, end: Position) -> Result<()> {
-        if self.pos != end {
-            return Err(self.corrupt(
-                self.at,
-                format!("body ends at {} but the header says {}", self.pos, end),
-            ));
-        }
-        Ok(())
-    }
-
     fn next_entry(&mut self) -> Result<Option<Entry>> {
         if self.torn.is_some() {
             return Ok(None);
         }
         match next_frame(&self.buf, self.at) {
             FrameStep::End => Ok(None),
-            FrameStep::Torn(reason) if !self.strict => {
+            FrameStep::Torn(reason) => {
                 self.torn = Some(reason);
                 Ok(None)
             }
-            FrameStep::Torn(reason) => Err(self.corrupt(self.at, reason.into())),
             FrameStep::Corrupt(reason) => Err(self.corrupt(self.at, reason)),
             FrameStep::Frame { payload, next } => {
                 let bytes = &self.buf[payload.clone()];
@@ -1525,16 +1511,46 @@ enum Source {
     },
 }
 
-/// The records of one sealed segment, read from its file a record at a
-/// time. A first pass verifies the body's length and checksum a MiB at a
-/// time; the second decompresses the body as its frames are read. So a
-/// reader holds one record and its buffers, not the segment (64 MiB by
-/// default, once compressed and again decompressed). Both passes read the
+/// Checks that the sealed body of `path` read from `body` has the length
+/// and SHA-256 that `header` gives; returns the length.
+fn check_body(path: &Path, header: &SealedHeader, mut body: impl Read) -> Result<u64> {
+    let mut sha = Sha256::new();
+    let body_len =
+        io::copy(&mut body, &mut sha).map_err(io_err(format!("read {}", path.display())))?;
+    let corrupt = |offset: u64, reason: String| JournalError::Corrupt {
+        segment: path.to_owned(),
+        offset,
+        reason,
+    };
+    if body_len != header.body_len {
+        return Err(corrupt(
+            SEALED_HEADER_LEN as u64 + body_len,
+            format!(
+                "body is {body_len} bytes but the header says {}",
+                header.body_len
+            ),
+        ));
+    }
+    if <[u8; 32]>::from(sha.finalize()) != header.body_sha256 {
+        return Err(corrupt(
+            SEALED_HEADER_LEN as u64,
+            "body checksum mismatch".into(),
+        ));
+    }
+    Ok(body_len)
+}
+
+/// The records of one sealed segment, read a record at a time: every
+/// reader of a sealed body goes through here. The body's length and
+/// checksum are checked first, in a pass that holds a MiB at a time; the
+/// body is then decompressed as its frames are read. So a reader holds one
+/// record and its buffers, not the segment (64 MiB by default, once
+/// compressed and again decompressed). Reading a file, both passes read the
 /// same open file, which a trim may unlink but cannot change.
-struct SealedFrames {
+struct SealedFrames<'a> {
     path: PathBuf,
     header: SealedHeader,
-    body: Box<dyn Read + Send>,
+    body: Box<dyn Read + Send + 'a>,
     /// Decompressed bytes read so far: where the next frame starts.
     raw_at: u64,
     /// The position after the last record read.
@@ -1543,8 +1559,9 @@ struct SealedFrames {
     done: bool,
 }
 
-impl SealedFrames {
-    fn open(s: &Sealed, volume_id: VolumeId) -> Result<SealedFrames> {
+impl SealedFrames<'static> {
+    /// The records of the sealed segment file `s`.
+    fn open(s: &Sealed, volume_id: VolumeId) -> Result<SealedFrames<'static>> {
         check_volume(&s.path, volume_id, s.header.volume_id)?;
         let ctx = || format!("read {}", s.path.display());
         let mut file = match File::open(&s.path) {
@@ -1556,11 +1573,6 @@ impl SealedFrames {
             }
             Err(e) => return Err(io_err(ctx())(e)),
         };
-        let corrupt = |offset: u64, reason: String| JournalError::Corrupt {
-            segment: s.path.clone(),
-            offset,
-            reason,
-        };
         let mut header = [0u8; SEALED_HEADER_LEN];
         let same = match file.read_exact(&mut header) {
             Ok(()) => SealedHeader::decode(&header).ok() == Some(s.header),
@@ -1568,65 +1580,53 @@ impl SealedFrames {
             Err(e) => return Err(io_err(ctx())(e)),
         };
         if !same {
-            return Err(corrupt(
-                0,
-                "header changed since the journal was opened".into(),
-            ));
+            return Err(JournalError::Corrupt {
+                segment: s.path.clone(),
+                offset: 0,
+                reason: "header changed since the journal was opened".into(),
+            });
         }
-
-        let mut sha = Sha256::new();
-        let mut chunk = vec![0u8; 1 << 20];
-        let mut body_len = 0u64;
-        loop {
-            match file.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => {
-                    sha.update(&chunk[..n]);
-                    body_len += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(ctx())(e)),
-            }
-        }
-        drop(chunk);
-        let body_end = SEALED_HEADER_LEN as u64 + body_len;
-        if body_len != s.header.body_len {
-            return Err(corrupt(
-                body_end,
-                format!(
-                    "body is {body_len} bytes but the header says {}",
-                    s.header.body_len
-                ),
-            ));
-        }
-        if <[u8; 32]>::from(sha.finalize()) != s.header.body_sha256 {
-            return Err(corrupt(
-                SEALED_HEADER_LEN as u64,
-                "body checksum mismatch".into(),
-            ));
-        }
-
-        use std::io::{BufReader, Seek, SeekFrom};
-        file.seek(SeekFrom::Start(SEALED_HEADER_LEN as u64))
+        let body_len = check_body(
+            &s.path,
+            &s.header,
+            io::BufReader::with_capacity(1 << 20, &file),
+        )?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(SEALED_HEADER_LEN as u64))
             .map_err(io_err(ctx()))?;
-        let stored = BufReader::with_capacity(1 << 16, file.take(body_len));
+        SealedFrames::new(&s.path, s.header, file.take(body_len))
+    }
+}
+
+impl<'a> SealedFrames<'a> {
+    /// The records of a sealed segment held in memory (`bytes`, the whole
+    /// file), for one received from another journal.
+    fn from_bytes(path: &Path, header: SealedHeader, bytes: &'a [u8]) -> Result<SealedFrames<'a>> {
+        let body = &bytes[SEALED_HEADER_LEN.min(bytes.len())..];
+        check_body(path, &header, body)?;
+        SealedFrames::new(path, header, body)
+    }
+
+    /// Reads the frames of `stored`, a body already checked against
+    /// `header`, decompressing as it goes.
+    fn new(path: &Path, header: SealedHeader, stored: impl Read + Send + 'a) -> Result<Self> {
+        let stored = io::BufReader::with_capacity(1 << 16, stored);
         // One byte past the declared length is let through, so that a body
         // that decompresses to more shows.
-        let raw_cap = s.header.raw_len + 1;
-        let body: Box<dyn Read + Send> = match s.header.compression {
+        let raw_cap = header.raw_len + 1;
+        let body: Box<dyn Read + Send + 'a> = match header.compression {
             Compression::None => Box::new(stored.take(raw_cap)),
             Compression::Zstd => {
                 let decoder = zstd::stream::read::Decoder::with_buffer(stored)
-                    .map_err(io_err(format!("decompress {}", s.path.display())))?;
-                Box::new(BufReader::with_capacity(1 << 16, decoder.take(raw_cap)))
+                    .map_err(io_err(format!("decompress {}", path.display())))?;
+                Box::new(io::BufReader::with_capacity(1 << 16, decoder.take(raw_cap)))
             }
         };
         Ok(SealedFrames {
-            path: s.path.clone(),
-            header: s.header,
+            path: path.to_owned(),
+            header,
             body,
             raw_at: 0,
-            pos: s.header.start(),
+            pos: header.start(),
             frame: Vec::new(),
             done: false,
         })
@@ -1712,55 +1712,6 @@ impl SealedFrames {
     }
 }
 
-/// Verifies and decompresses a sealed body; frames are then read strictly.
-fn sealed_walker(path: &Path, header: SealedHeader, body: &[u8]) -> Result<FrameWalker> {
-    let corrupt = |offset: u64, reason: String| JournalError::Corrupt {
-        segment: path.to_owned(),
-        offset,
-        reason,
-    };
-    if body.len() as u64 != header.body_len {
-        return Err(corrupt(
-            (SEALED_HEADER_LEN + body.len()) as u64,
-            format!(
-                "body is {} bytes but the header says {}",
-                body.len(),
-                header.body_len
-            ),
-        ));
-    }
-    if <[u8; 32]>::from(Sha256::digest(body)) != header.body_sha256 {
-        return Err(corrupt(
-            SEALED_HEADER_LEN as u64,
-            "body checksum mismatch".into(),
-        ));
-    }
-    let raw = match header.compression {
-        Compression::None => body.to_vec(),
-        Compression::Zstd => {
-            // Streamed, with a cap one past the declared length: memory grows
-            // with what the body really holds, not with what a header claims.
-            let mut raw = Vec::new();
-            zstd::stream::read::Decoder::new(body)
-                .and_then(|d| d.take(header.raw_len + 1).read_to_end(&mut raw))
-                .map_err(|e| {
-                    corrupt(
-                        SEALED_HEADER_LEN as u64,
-                        format!("body does not decompress: {e}"),
-                    )
-                })?;
-            raw
-        }
-    };
-    if raw.len() as u64 != header.raw_len {
-        return Err(corrupt(
-            SEALED_HEADER_LEN as u64,
-            "decompressed length differs from the header".into(),
-        ));
-    }
-    Ok(FrameWalker::new(path, raw, 0, header.start(), true))
-}
-
 /// What [`decode_segment`] found in one segment file.
 #[derive(Debug)]
 pub struct SegmentContents {
@@ -1780,34 +1731,30 @@ pub fn decode_segment(bytes: &[u8]) -> Result<SegmentContents> {
         segment: path.to_owned(),
         source,
     };
-    let (sealed, volume_id, mut walker, end) = if bytes.starts_with(&crate::format::SEALED_MAGIC) {
-        let header = SealedHeader::decode(bytes).map_err(header_err)?;
-        let w = sealed_walker(path, header, &bytes[SEALED_HEADER_LEN..])?;
-        (true, header.volume_id, w, Some(header.end()))
-    } else {
-        let header = ActiveHeader::decode(bytes).map_err(header_err)?;
-        let w = FrameWalker::new(
-            path,
-            bytes.to_vec(),
-            ACTIVE_HEADER_LEN,
-            header.start(),
-            false,
-        );
-        (false, header.volume_id, w, None)
-    };
     let mut entries = Vec::new();
+    if bytes.starts_with(&crate::format::SEALED_MAGIC) {
+        let header = SealedHeader::decode(bytes).map_err(header_err)?;
+        let mut frames = SealedFrames::from_bytes(path, header, bytes)?;
+        while let Some(e) = frames.next_entry()? {
+            entries.push(e);
+        }
+        return Ok(SegmentContents {
+            sealed: true,
+            volume_id: header.volume_id,
+            entries,
+            torn_tail: None,
+        });
+    }
+    let header = ActiveHeader::decode(bytes).map_err(header_err)?;
+    let mut walker = FrameWalker::new(path, bytes.to_vec(), ACTIVE_HEADER_LEN, header.start());
     while let Some(e) = walker.next_entry()? {
         entries.push(e);
     }
-    if let Some(end) = end {
-        walker.expect_end(end)?;
-    }
-    let torn_tail = walker.torn.map(|r| (walker.at as u64, r));
     Ok(SegmentContents {
-        sealed,
-        volume_id,
+        sealed: false,
+        volume_id: header.volume_id,
         entries,
-        torn_tail,
+        torn_tail: walker.torn.map(|r| (walker.at as u64, r)),
     })
 }
 
@@ -1835,13 +1782,13 @@ pub struct Reader {
     volume_id: VolumeId,
     from: u64,
     sources: VecDeque<Source>,
-    current: Option<Frames>,
+    current: Option<Frames<'static>>,
     done: bool,
 }
 
 /// The segment a [`Reader`] is in.
-enum Frames {
-    Sealed(SealedFrames),
+enum Frames<'a> {
+    Sealed(SealedFrames<'a>),
     /// An active segment's records up to its length when the journal was
     /// read (an active segment is smaller than a sealed one's raw body).
     Active(FrameWalker),
@@ -1897,7 +1844,6 @@ impl Reader {
                         buf,
                         ACTIVE_HEADER_LEN,
                         header.start(),
-                        false,
                     ))
                 }
             });

@@ -68,7 +68,7 @@ pub struct Tail {
     cursor: Option<Cursor>,
     /// A sealed segment entered in the middle, read a record at a time, and
     /// the record read from it that did not fit the last chunk.
-    pending: Option<(SealedFrames, Option<Vec<u8>>)>,
+    pending: Option<(SealedFrames<'static>, Option<Vec<u8>>)>,
 }
 
 impl Tail {
