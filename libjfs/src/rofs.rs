@@ -412,10 +412,6 @@ impl RoFs {
         crate::master::read_reusing(&file, offset, size, f)
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        self.read_with(fh, offset, size, |r| r.map(<[u8]>::to_vec))
-    }
-
     /// `SEEK_DATA` / `SEEK_HOLE` on an open file (the kernel does the others).
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
         let file = self.file(fh)?;

@@ -200,7 +200,6 @@ impl Drop for MountedMaster {
     }
 }
 
-/// Runs a shell script (`sh -e`) and expects it to succeed.
 /// A fresh volume mounted at `DIR/mnt`: (dir, vol, mnt, mount).
 pub fn mounted() -> (tempfile::TempDir, PathBuf, PathBuf, MountedMaster) {
     let dir = tempfile::tempdir().unwrap();
@@ -212,6 +211,7 @@ pub fn mounted() -> (tempfile::TempDir, PathBuf, PathBuf, MountedMaster) {
     (dir, vol, mnt, m)
 }
 
+/// Runs a shell script (`sh -e`) and expects it to succeed.
 pub fn sh(script: &str) {
     let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
     assert!(
