@@ -406,7 +406,7 @@ impl Filesystem for FuseMaster {
         }
     }
 
-    /// Not sent for handles opened with [`FILE_OPEN`]; kept for any other.
+    /// Not sent for handles opened with `FILE_OPEN`; kept for any other.
     fn flush(
         &self,
         _req: &Request,

@@ -686,7 +686,7 @@ impl MasterFs {
     }
 
     /// Reads up to `size` bytes at `offset` and hands them to `f`; see
-    /// [`read_reusing`].
+    /// `read_reusing`.
     pub fn read_with<T>(
         &self,
         fh: u64,

@@ -396,7 +396,7 @@ impl RoFs {
     }
 
     /// Reads up to `size` bytes at `offset` and hands them to `f`, under
-    /// the read gate (see [`crate::master::read_reusing`]).
+    /// the read gate (see `master::read_reusing`).
     pub fn read_with<T>(
         &self,
         fh: u64,
