@@ -412,7 +412,9 @@ fn the_tail_follows_seals_and_never_passes_its_limit() {
         .take(got.len())
         .collect();
     assert_eq!(got, want);
-    // A tail that starts later, where a sealed segment begins, gets it whole.
+    // A tail that starts later, where a sealed segment begins, gets it whole
+    // (once the seal, which runs on a thread of its own, is done).
+    m.vol.journal_mut().seal().unwrap();
     let seg = m.vol.journal().segments()[1].clone();
     let start = m.vol.journal().position_at(seg.first_seq - 1).unwrap();
     let mut tail = Tail::new(&jdir, m.vol.id(), start).unwrap();
@@ -427,6 +429,10 @@ fn a_tail_that_starts_inside_a_sealed_segment_reads_it_in_small_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Master::new(dir.path());
     m.work(60);
+    // Segments are sealed on a thread of their own: wait for the seals,
+    // then leave some records in the active segment.
+    m.vol.journal_mut().seal().unwrap();
+    m.work(10);
     let jdir = m.path.join(JOURNAL_DIR);
     let segments = m.vol.journal().segments();
     let seg = segments
