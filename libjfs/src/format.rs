@@ -246,14 +246,26 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// Appends one frame holding `payload` to `out`.
 pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&frame_header(payload));
+    out.extend_from_slice(payload);
+}
+
+/// Makes `frame`, whose first `FRAME_HEADER_LEN` bytes were set aside for
+/// the header and whose rest is the payload, a frame: for a payload
+/// written in place, without copying it.
+pub fn finish_frame(frame: &mut [u8]) {
+    let (header, payload) = frame.split_at_mut(FRAME_HEADER_LEN);
+    header.copy_from_slice(&frame_header(payload));
+}
+
+fn frame_header(payload: &[u8]) -> [u8; FRAME_HEADER_LEN] {
     assert!(payload.len() <= MAX_RECORD, "record larger than MAX_RECORD");
     let mut header = [0u8; FRAME_HEADER_LEN];
     header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     header[4..8].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     let hcrc = crc32c::crc32c(&header[0..8]);
     header[8..12].copy_from_slice(&hcrc.to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
+    header
 }
 
 /// What lies at one offset of a run of frames.

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::format::{
-    encode_frame, next_frame, read_frame, ActiveHeader, Compression, FrameStep, HeaderError,
-    ReadFrameError, SealedHeader, VolumeId, ACTIVE_HEADER_LEN, FRAME_HEADER_LEN, SEALED_HEADER_LEN,
+    encode_frame, finish_frame, next_frame, read_frame, ActiveHeader, Compression, FrameStep,
+    HeaderError, ReadFrameError, SealedHeader, VolumeId, ACTIVE_HEADER_LEN, FRAME_HEADER_LEN,
+    SEALED_HEADER_LEN,
 };
 use crate::position::{Chain, Position};
 use crate::record::{Record, RecordError};
@@ -531,11 +532,18 @@ impl Journal {
     /// the file (not yet durable: see [`Journal::sync`]) when this returns; on
     /// failure nothing of the record stays in the file.
     pub fn append(&mut self, record: &Record) -> Result<Position> {
-        let bytes = record.encode().map_err(|source| JournalError::Record {
-            seq: record.seq,
-            source,
-        })?;
-        self.append_bytes(record.seq, &bytes)
+        // Encoded straight into the frame: a write's data is not copied
+        // once more on its way to the file.
+        self.frame_buf.clear();
+        self.frame_buf.resize(FRAME_HEADER_LEN, 0);
+        record
+            .encode_into(&mut self.frame_buf)
+            .map_err(|source| JournalError::Record {
+                seq: record.seq,
+                source,
+            })?;
+        finish_frame(&mut self.frame_buf);
+        self.append_frame(record.seq)
     }
 
     /// Appends a record received as bytes (from another journal): it is
@@ -545,11 +553,14 @@ impl Journal {
             seq: self.head.seq + 1,
             source,
         })?;
-        let pos = self.append_bytes(record.seq, bytes)?;
+        self.frame_buf.clear();
+        encode_frame(bytes, &mut self.frame_buf);
+        let pos = self.append_frame(record.seq)?;
         Ok((pos, record))
     }
 
-    fn append_bytes(&mut self, seq: u64, bytes: &[u8]) -> Result<Position> {
+    /// Appends the frame in `frame_buf`, which holds record `seq`.
+    fn append_frame(&mut self, seq: u64) -> Result<Position> {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
@@ -559,8 +570,6 @@ impl Journal {
                 head: self.head.seq,
             });
         }
-        self.frame_buf.clear();
-        encode_frame(bytes, &mut self.frame_buf);
         if let Err(e) = self
             .active
             .file
@@ -578,7 +587,7 @@ impl Journal {
         }
         self.before_last = Some((self.active.len, self.head));
         self.active.len += self.frame_buf.len() as u64;
-        self.head = self.head.next(bytes);
+        self.head = self.head.next(&self.frame_buf[FRAME_HEADER_LEN..]);
         Ok(self.head)
     }
 

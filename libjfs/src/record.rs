@@ -336,12 +336,28 @@ fn field(msg: impl Into<String>) -> RecordError {
 impl Record {
     /// Encodes the record; the result is what the journal frames and chains.
     pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
-        self.validate()?;
-        let bytes = postcard::to_stdvec(self)?;
-        if bytes.len() > MAX_RECORD {
-            return Err(RecordError::TooLarge(bytes.len()));
-        }
+        let mut bytes = Vec::new();
+        self.encode_into(&mut bytes)?;
         Ok(bytes)
+    }
+
+    /// Appends the record's encoding (what [`Record::encode`] returns) to
+    /// `out`, which is left as it was on error: the journal encodes straight
+    /// into the frame it writes, without a copy of the record in between.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        self.validate()?;
+        let start = out.len();
+        let encoded = match postcard::to_io(self, &mut *out).map(drop) {
+            Err(e) => Err(RecordError::from(e)),
+            Ok(()) => match out.len() - start {
+                len if len > MAX_RECORD => Err(RecordError::TooLarge(len)),
+                _ => Ok(()),
+            },
+        };
+        if encoded.is_err() {
+            out.truncate(start);
+        }
+        encoded
     }
 
     /// The sequence number of an encoded record (its first field), without
@@ -714,6 +730,44 @@ mod tests {
             mtimes: vec![],
             before: vec![],
         }
+    }
+
+    #[test]
+    fn encode_into_appends_the_encoding_and_nothing_on_error() {
+        let r = rec(Op::Write {
+            path: p("a"),
+            offset: 3,
+            data: vec![7; 5000],
+        });
+        let mut out = b"head".to_vec();
+        r.encode_into(&mut out).unwrap();
+        assert_eq!(&out[..4], b"head");
+        assert_eq!(out[4..], r.encode().unwrap());
+        // Over MAX_RECORD (a whole write and a large before-image): refused
+        // after encoding, and what was written is taken back.
+        let mut big = rec(Op::Write {
+            path: p("a"),
+            offset: 0,
+            data: vec![1; MAX_WRITE],
+        });
+        big.before.push(BeforeImage::Bytes {
+            offset: 0,
+            data: vec![2; 1 << 20],
+        });
+        let mut out = b"head".to_vec();
+        assert!(matches!(
+            big.encode_into(&mut out),
+            Err(RecordError::TooLarge(n)) if n > MAX_RECORD
+        ));
+        assert_eq!(out, b"head");
+        // Refused before encoding: also nothing.
+        let bad = rec(Op::SetXattr {
+            node: Node::Root,
+            name: Vec::new(),
+            value: Vec::new(),
+        });
+        assert!(bad.encode_into(&mut out).is_err());
+        assert_eq!(out, b"head");
     }
 
     #[test]
