@@ -1138,8 +1138,8 @@ impl ToSeal {
         let start = self.header.start();
         let raw_len = self.len - ACTIVE_HEADER_LEN as u64;
         let mut out = BodyWriter::create(tmp, direct)?;
-        let mut chunk = vec![0u8; CHUNK];
-        let mut frames = |sink: &mut dyn io::Write| -> io::Result<()> {
+        let frames = |sink: &mut dyn io::Write| -> io::Result<()> {
+            let mut chunk = vec![0u8; CHUNK];
             let mut done = 0;
             while done < raw_len {
                 let n = (raw_len - done).min(CHUNK as u64) as usize;
@@ -1164,7 +1164,11 @@ impl ToSeal {
                 Compression::Zstd
             }
             None => {
-                frames(&mut out)?;
+                // Stored: read straight into the writer's buffer.
+                out.read_from(&self.file, ACTIVE_HEADER_LEN as u64, raw_len)
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("read {}: {e}", self.path.display()))
+                    })?;
                 Compression::None
             }
         };
@@ -1299,6 +1303,27 @@ impl BodyWriter {
         self.file.set_len(len)?;
         self.file.sync_all()?;
         Ok(len)
+    }
+}
+
+impl BodyWriter {
+    /// Adds `len` bytes of `src`, from offset `at`, as writing them would,
+    /// but read into the buffer that goes to the disk: no copy between.
+    fn read_from(&mut self, src: &File, mut at: u64, mut len: u64) -> io::Result<()> {
+        while len > 0 {
+            let n = ((CHUNK - self.fill) as u64).min(len) as usize;
+            let room = &mut self.buf.as_mut()[self.fill..self.fill + n];
+            src.read_exact_at(room, at)?;
+            self.sha.update(&*room);
+            self.fill += n;
+            self.body_len += n as u64;
+            if self.fill == CHUNK {
+                self.flush_blocks()?;
+            }
+            at += n as u64;
+            len -= n as u64;
+        }
+        Ok(())
     }
 }
 
