@@ -763,9 +763,10 @@ pub fn serve(
     ];
     config.acl = fuser::SessionACL::All;
     // Eight threads reading requests, not four: creating 5,000 small files
-    // took 15-25% less time with eight (tmpfs and ext4, runs alternated;
-    // docs/PERFORMANCE.md), sixteen were no better, and large reads and
-    // writes did not change. Each thread holds a buffer of about 1 MiB.
+    // took 15-25% less time with eight while the VM was fast, and the same
+    // time while it was slow (tmpfs and ext4, runs alternated; see
+    // docs/PERFORMANCE.md). Sixteen were no better, and cold reads did not
+    // change. Each thread holds a buffer of about 1 MiB.
     config.n_threads = Some(8);
     // Resolved before the mount: afterwards, looking at the mount point asks
     // this filesystem, which is not serving yet.

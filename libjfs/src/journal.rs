@@ -1281,6 +1281,25 @@ impl BodyWriter {
         Ok(())
     }
 
+    /// Adds `len` bytes of `src`, from offset `at`, as writing them would,
+    /// but read into the buffer that goes to the disk: no copy between.
+    fn read_from(&mut self, src: &File, mut at: u64, mut len: u64) -> io::Result<()> {
+        while len > 0 {
+            let n = ((CHUNK - self.fill) as u64).min(len) as usize;
+            let room = &mut self.buf.as_mut()[self.fill..self.fill + n];
+            src.read_exact_at(room, at)?;
+            self.sha.update(&*room);
+            self.fill += n;
+            self.body_len += n as u64;
+            if self.fill == CHUNK {
+                self.flush_blocks()?;
+            }
+            at += n as u64;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+
     fn body(&self) -> (u64, [u8; 32]) {
         (self.body_len, self.sha.clone().finalize().into())
     }
@@ -1303,27 +1322,6 @@ impl BodyWriter {
         self.file.set_len(len)?;
         self.file.sync_all()?;
         Ok(len)
-    }
-}
-
-impl BodyWriter {
-    /// Adds `len` bytes of `src`, from offset `at`, as writing them would,
-    /// but read into the buffer that goes to the disk: no copy between.
-    fn read_from(&mut self, src: &File, mut at: u64, mut len: u64) -> io::Result<()> {
-        while len > 0 {
-            let n = ((CHUNK - self.fill) as u64).min(len) as usize;
-            let room = &mut self.buf.as_mut()[self.fill..self.fill + n];
-            src.read_exact_at(room, at)?;
-            self.sha.update(&*room);
-            self.fill += n;
-            self.body_len += n as u64;
-            if self.fill == CHUNK {
-                self.flush_blocks()?;
-            }
-            at += n as u64;
-            len -= n as u64;
-        }
-        Ok(())
     }
 }
 
