@@ -766,7 +766,8 @@ pub fn serve(
     // took 15-25% less time with eight while the VM was fast, and the same
     // time while it was slow (tmpfs and ext4, runs alternated; see
     // docs/PERFORMANCE.md). Sixteen were no better, and cold reads did not
-    // change. Each thread holds a buffer of about 1 MiB.
+    // change. The cost is memory: about 20 MB more at peak with sixteen
+    // readers and writers at once.
     config.n_threads = Some(8);
     // Resolved before the mount: afterwards, looking at the mount point asks
     // this filesystem, which is not serving yet.
