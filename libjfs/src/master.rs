@@ -21,7 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
@@ -78,9 +78,12 @@ struct Inode {
     dir: bool,
 }
 
+/// An open file of the mount. The table's lock is held only to look a
+/// handle up: whoever uses the file takes its own reference and lets go of
+/// the lock first, so a long read never holds up an open or a release.
 struct Handle {
     ino: u64,
-    file: File,
+    file: Arc<File>,
 }
 
 /// Directories (inode numbers) seen to have no default ACL, so that
@@ -107,7 +110,7 @@ const DEFAULT_ACL: &[u8] = b"system.posix_acl_default";
 /// See [`MasterFs::locate`].
 enum Located {
     Path(RelPath),
-    Detached(File),
+    Detached(Arc<File>),
 }
 
 /// The master's filesystem over an open volume.
@@ -633,15 +636,8 @@ impl MasterFs {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        let open = {
-            let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
-            match handles.values().find(|h| h.ino == ino) {
-                Some(h) => Some(rustix::fs::fstat(&h.file)?),
-                None => None,
-            }
-        };
-        if let Some(st) = open {
-            return Ok(self.attr_of(&st));
+        if let Some(file) = self.handle_file_for(ino) {
+            return Ok(self.attr_of(&rustix::fs::fstat(&*file)?));
         }
         let path = self.path_of(ino)?;
         self.stat_path(path.as_ref())
@@ -653,12 +649,22 @@ impl MasterFs {
         handles.values().any(|h| h.ino == ino)
     }
 
-    fn handle_file_for(&self, ino: u64) -> Option<File> {
+    /// The file of an open handle of `ino`, if there is one.
+    fn handle_file_for(&self, ino: u64) -> Option<Arc<File>> {
         let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
         handles
             .values()
             .find(|h| h.ino == ino)
-            .and_then(|h| h.file.try_clone().ok())
+            .map(|h| Arc::clone(&h.file))
+    }
+
+    /// The file of handle `fh`.
+    fn handle_file(&self, fh: u64) -> Result<Arc<File>> {
+        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        handles
+            .get(&fh)
+            .map(|h| Arc::clone(&h.file))
+            .ok_or(Errno::BADF)
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -681,7 +687,13 @@ impl MasterFs {
         self.handles
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, Handle { ino, file });
+            .insert(
+                fh,
+                Handle {
+                    ino,
+                    file: Arc::new(file),
+                },
+            );
         Ok(fh)
     }
 
@@ -694,10 +706,9 @@ impl MasterFs {
         size: u32,
         f: impl FnOnce(Result<&[u8]>) -> T,
     ) -> T {
-        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
-        match handles.get(&fh) {
-            Some(h) => read_reusing(&h.file, offset, size, f),
-            None => f(Err(Errno::BADF)),
+        match self.handle_file(fh) {
+            Ok(file) => read_reusing(&file, offset, size, f),
+            Err(e) => f(Err(e)),
         }
     }
 
@@ -708,16 +719,18 @@ impl MasterFs {
     /// `SEEK_DATA` / `SEEK_HOLE` on an open file: where the tree's copy has
     /// data and holes.
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
-        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
-        let h = handles.get(&fh).ok_or(Errno::BADF)?;
-        seek_data_or_hole(&h.file, offset, whence)
+        seek_data_or_hole(&*self.handle_file(fh)?, offset, whence)
     }
 
     pub fn release(&self, fh: u64) {
-        self.handles
+        let handle = self
+            .handles
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh);
+        // Closed here, after the lock: a close can take its time (a
+        // filesystem may start writing the file back).
+        drop(handle);
     }
 
     pub fn opendir(&self, ino: u64) -> Result<u64> {
@@ -780,7 +793,7 @@ impl MasterFs {
     }
 
     /// The handle of a file that was unlinked while open (no links left).
-    fn detached(&self, ino: u64) -> Result<File> {
+    fn detached(&self, ino: u64) -> Result<Arc<File>> {
         match self.locate(ino)? {
             Located::Detached(file) => Ok(file),
             Located::Path(_) => Err(Errno::NOENT),
@@ -1153,9 +1166,7 @@ impl MasterFs {
             Located::Detached(_) => {
                 // Unlinked while open: no longer part of the tree, so the write
                 // goes to the handle and is not journaled.
-                let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
-                let h = handles.get(&fh).ok_or(Errno::BADF)?;
-                h.file
+                self.handle_file(fh)?
                     .write_all_at(data, offset)
                     .map_err(|e| errno_of(&e))?;
                 Ok(data.len() as u32)
@@ -1170,11 +1181,7 @@ impl MasterFs {
     /// execute is set, journaled as the chmod it is. (The kernel drops
     /// `security.capability` itself either way.)
     fn remove_suidgid(&self, fh: u64, path: &RelPath) -> Result<()> {
-        let mode = {
-            let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
-            let h = handles.get(&fh).ok_or(Errno::BADF)?;
-            rustix::fs::fstat(&h.file)?.st_mode & 0o7777
-        };
+        let mode = rustix::fs::fstat(&*self.handle_file(fh)?)?.st_mode & 0o7777;
         let mut kept = mode & !libc_o::S_ISUID;
         if mode & libc_o::S_IXGRP != 0 {
             kept &= !libc_o::S_ISGID;
@@ -1267,15 +1274,15 @@ impl MasterFs {
                 let src = match src {
                     Located::Detached(f) => f,
                     Located::Path(p) => {
-                        File::open(self.backing(Some(&p))).map_err(|e| errno_of(&e))?
+                        Arc::new(File::open(self.backing(Some(&p))).map_err(|e| errno_of(&e))?)
                     }
                 };
                 let (mut i, mut o, mut left) = (off_in, off_out, len);
                 while left > 0 {
                     let n = rustix::fs::copy_file_range(
-                        &src,
+                        &*src,
                         Some(&mut i),
-                        &dst,
+                        &*dst,
                         Some(&mut o),
                         left as usize,
                     )?;
