@@ -107,6 +107,16 @@ pub struct Tree {
     /// (`BeforeImage::Attic`); without one they are freed.
     attic: Option<OwnedFd>,
     dirs: Mutex<DirCache>,
+    /// The file the last record created or wrote, still open for writing,
+    /// and its path: a write that follows (a create, then its data) takes
+    /// it instead of walking the path and opening the file again.
+    ///
+    /// Dropped by every record that could take the path from the file or
+    /// change its mode ([`keeps_last_file`]), with the directory cache, and
+    /// by [`Tree::sync`]. Never kept for a file with an execute bit: the
+    /// kernel refuses to run a file open for writing (`ETXTBSY`), and the
+    /// tree is there to be used with plain tools.
+    last_file: Mutex<Option<(RelPath, OwnedFd)>>,
 }
 
 /// Handles (`O_PATH`) of directories below the root, by path, as
@@ -174,6 +184,7 @@ impl Tree {
             root,
             attic: None,
             dirs: Mutex::new(DirCache::default()),
+            last_file: Mutex::new(None),
         })
     }
 
@@ -202,6 +213,8 @@ impl Tree {
 
     /// Flushes the whole filesystem holding the tree to stable storage.
     pub fn sync(&self) -> io::Result<()> {
+        // A settled tree holds no file open for writing.
+        self.forget_last_file();
         let dir = rfs::open(
             &self.path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -261,11 +274,34 @@ impl Tree {
         Ok(fd)
     }
 
-    /// Drops every cached directory handle: paths are resolved again.
-    pub(crate) fn forget_dirs(&self) {
+    /// Drops every cached directory handle, and the last file: paths are
+    /// resolved again.
+    fn forget_dirs(&self) {
         let mut cache = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         cache.dirs.clear();
         cache.generation += 1;
+        self.forget_last_file();
+    }
+
+    fn forget_last_file(&self) {
+        let last = self
+            .last_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(last);
+    }
+
+    /// The last file, when it is `path`'s (see [`Tree::last_file`]).
+    fn take_last_file(&self, path: &RelPath) -> Option<OwnedFd> {
+        let mut last = self.last_file.lock().unwrap_or_else(|p| p.into_inner());
+        match last.take() {
+            Some((p, fd)) if p == *path => Some(fd),
+            other => {
+                *last = other;
+                None
+            }
+        }
     }
 
     fn node_at(&self, node: &Node) -> Result<At<'_>> {
@@ -298,6 +334,12 @@ impl Tree {
 
     /// [`Tree::open_regular`], with the file's status before anything changes.
     fn open_regular_stat(&self, path: &RelPath, flags: OFlags) -> Result<(OwnedFd, rfs::Stat)> {
+        if flags == OFlags::WRONLY {
+            if let Some(fd) = self.take_last_file(path) {
+                let st = rfs::fstat(&fd).map_err(|e| io_err(format!("stat {path}"), e))?;
+                return Ok((fd, st));
+            }
+        }
         let at = self.at(path)?;
         let (pinned, st) = Tree::open_path(&at).map_err(|e| match e {
             Errno::NOENT => refused(Errno::NOENT, format!("{path}: does not exist")),
@@ -353,6 +395,9 @@ impl Tree {
             BeforeImage::Attic { id } => Some(*id),
             _ => None,
         });
+        if !keeps_last_file(&record.op) {
+            self.forget_last_file();
+        }
         let r = match self.apply_op(&record.op, attic, redo, &mut written) {
             Err(e) if redo.is_none() => self.undo_partial_write(record, e),
             r => r,
@@ -365,16 +410,20 @@ impl Tree {
         for m in &record.mtimes {
             match &written {
                 // The file just written is still open: no need to resolve its path again.
-                Some((path, fd)) if m.node.path() == Some(*path) => {
+                Some(f) if m.node.path() == Some(f.path) => {
                     let times = Timestamps {
                         last_access: OMIT,
                         last_modification: ts(m.mtime),
                     };
-                    rfs::futimens(fd, &times)
-                        .map_err(|e| io_err(format!("set mtime of {path}"), e))?;
+                    rfs::futimens(&f.fd, &times)
+                        .map_err(|e| io_err(format!("set mtime of {}", f.path), e))?;
                 }
                 _ => self.set_mtime(m)?,
             }
+        }
+        if let Some(f) = written.filter(|f| f.mode & 0o111 == 0) {
+            *self.last_file.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((f.path.clone(), f.fd));
         }
         Ok(())
     }
@@ -434,7 +483,7 @@ impl Tree {
         op: &'o Op,
         attic: Option<u64>,
         redo: Option<u64>,
-        written: &mut Option<(&'o RelPath, OwnedFd)>,
+        written: &mut Option<Written<'o>>,
     ) -> Result<()> {
         let redo_mode = redo.is_some();
         match op {
@@ -460,7 +509,13 @@ impl Tree {
                     }
                     Err(e) => return Err(exists_or_io(path, "create", e)),
                 };
-                set_owner_mode(&fd, node, path)
+                set_owner_mode(&fd, node, path)?;
+                *written = Some(Written {
+                    path,
+                    fd,
+                    mode: node.mode,
+                });
+                Ok(())
             }
             Op::Mkdir { path, node } => {
                 let at = self.at(path)?;
@@ -674,7 +729,11 @@ impl Tree {
                         Err(e) => return Err(put_back(&fd, &before, *offset, off, e, what)),
                     }
                 }
-                *written = Some((path, fd));
+                *written = Some(Written {
+                    path,
+                    fd,
+                    mode: before.st_mode,
+                });
                 Ok(())
             }
             Op::Truncate { path, size } => {
@@ -689,7 +748,11 @@ impl Tree {
                     }
                     e => io_err(what(), e),
                 })?;
-                *written = Some((path, fd));
+                *written = Some(Written {
+                    path,
+                    fd,
+                    mode: before.st_mode,
+                });
                 Ok(())
             }
             Op::Fallocate {
@@ -723,7 +786,11 @@ impl Tree {
                     }
                     e => io_err(what(), e),
                 })?;
-                *written = Some((path, fd));
+                *written = Some(Written {
+                    path,
+                    fd,
+                    mode: before.st_mode,
+                });
                 Ok(())
             }
             Op::SetAttr {
@@ -851,7 +918,11 @@ impl Tree {
                     }
                     left -= n as u64;
                 }
-                *written = Some((dst, output));
+                *written = Some(Written {
+                    path: dst,
+                    fd: output,
+                    mode: before.st_mode,
+                });
                 Ok(())
             }
             Op::Marker(_) => Ok(()),
@@ -1104,6 +1175,40 @@ fn moves_dirs(op: &Op) -> bool {
         | Op::RemoveXattr { .. }
         | Op::CopyRange { .. }
         | Op::Marker(_) => false,
+    }
+}
+
+/// A regular file an operation wrote, still open for writing, and its
+/// mode when it was opened.
+struct Written<'o> {
+    path: &'o RelPath,
+    fd: OwnedFd,
+    mode: u32,
+}
+
+/// Whether the tree's last file stays right across `op` when it succeeds:
+/// every path names the same node after it as before (it makes nodes only
+/// where there were none and renames nothing), and no mode changes (a
+/// setattr or an ACL could add an execute bit; see [`Tree::last_file`]).
+fn keeps_last_file(op: &Op) -> bool {
+    match op {
+        Op::Unlink { .. }
+        | Op::Rmdir { .. }
+        | Op::Rename { .. }
+        | Op::Restore { .. }
+        | Op::SetAttr { .. }
+        | Op::SetXattr { .. }
+        | Op::RemoveXattr { .. } => false,
+        Op::Create { .. }
+        | Op::Mkdir { .. }
+        | Op::Mknod { .. }
+        | Op::Symlink { .. }
+        | Op::Link { .. }
+        | Op::Write { .. }
+        | Op::Truncate { .. }
+        | Op::Fallocate { .. }
+        | Op::CopyRange { .. }
+        | Op::Marker(_) => true,
     }
 }
 
@@ -1467,6 +1572,113 @@ mod tests {
     fn write(tree: &Tree, path: &str, offset: u64, data: Vec<u8>) -> Result<()> {
         let path = p(path);
         apply(tree, Op::Write { path, offset, data })
+    }
+
+    /// Whether the tree holds `path` open as its last file.
+    fn last_file_is(tree: &Tree, path: &str) -> bool {
+        tree.last_file
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|(p, _)| p.as_bytes() == path.as_bytes())
+    }
+
+    fn create_with_mode(tree: &Tree, path: &str, mode: u32) {
+        let node = NewNode { mode, ..NODE };
+        apply(
+            tree,
+            Op::Create {
+                path: p(path),
+                node,
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_last_file_is_written_only_while_its_path_still_names_it() {
+        let (_dir, tree) = tree();
+        let root = tree.path().to_owned();
+        let read = |name: &str| std::fs::read(root.join(name)).unwrap();
+
+        create_with_mode(&tree, "a", 0o644);
+        assert!(last_file_is(&tree, "a"), "a create keeps its file");
+        write(&tree, "a", 0, b"one".to_vec()).unwrap();
+        assert!(last_file_is(&tree, "a"), "so does a write");
+        // Moved away: the old name names nothing, the file keeps its bytes.
+        rename(&tree, "a", "b", RenameMode::Replace);
+        assert!(!last_file_is(&tree, "a"));
+        let r = write(&tree, "a", 0, b"two".to_vec());
+        assert_eq!(refused_with(r), Some(Errno::NOENT));
+        assert_eq!(read("b"), b"one");
+
+        // Exchanged: a write goes to the file the name names now.
+        create_with_mode(&tree, "c", 0o644);
+        write(&tree, "c", 0, b"ccc".to_vec()).unwrap();
+        rename(&tree, "c", "b", RenameMode::Exchange);
+        write(&tree, "c", 0, b"x".to_vec()).unwrap();
+        assert_eq!((read("b"), read("c")), (b"ccc".to_vec(), b"xne".to_vec()));
+
+        // Removed: a write to the name is refused and changes nothing.
+        create_with_mode(&tree, "d", 0o644);
+        apply(&tree, Op::Unlink { path: p("d") }).unwrap();
+        assert!(!last_file_is(&tree, "d"));
+        assert_eq!(
+            refused_with(write(&tree, "d", 0, b"z".to_vec())),
+            Some(Errno::NOENT)
+        );
+        assert!(!root.join("d").exists());
+
+        // Another name for it keeps it; a sync lets go.
+        create_with_mode(&tree, "e", 0o644);
+        let link = Op::Link {
+            from: p("e"),
+            to: p("f"),
+        };
+        apply(&tree, link).unwrap();
+        assert!(last_file_is(&tree, "e"));
+        tree.sync().unwrap();
+        assert!(
+            !last_file_is(&tree, "e"),
+            "a settled tree holds no file open"
+        );
+    }
+
+    /// The kernel refuses to run a file that is open for writing (ETXTBSY):
+    /// a file that is or becomes executable is never held open.
+    #[test]
+    fn a_file_that_can_be_run_is_not_held_open() {
+        let (_dir, tree) = tree();
+        let root = tree.path().to_owned();
+        let script = b"#!/bin/sh\nexit 7\n".to_vec();
+        let run = |name: &str| {
+            let path = root.join(name);
+            std::process::Command::new(&path)
+                .status()
+                .unwrap_or_else(|e| panic!("run {}: {e}", path.display()))
+                .code()
+        };
+
+        create_with_mode(&tree, "made-executable", 0o755);
+        write(&tree, "made-executable", 0, script.clone()).unwrap();
+        assert!(!last_file_is(&tree, "made-executable"));
+        assert_eq!(run("made-executable"), Some(7));
+
+        // Written while it could not be run, then made executable.
+        create_with_mode(&tree, "chmod", 0o644);
+        write(&tree, "chmod", 0, script.clone()).unwrap();
+        assert!(last_file_is(&tree, "chmod"));
+        let chmod = Op::SetAttr {
+            node: Node::Path(p("chmod")),
+            mode: Some(0o755),
+            uid: None,
+            gid: None,
+            atime: None,
+            mtime: None,
+        };
+        apply(&tree, chmod).unwrap();
+        assert!(!last_file_is(&tree, "chmod"));
+        assert_eq!(run("chmod"), Some(7));
     }
 
     /// Size, mtime and bytes of a file: what a failure must leave alone.
