@@ -866,15 +866,23 @@ fn print_machine(dir: &Path, scale: f64) -> Result<()> {
         .filter(|(_, mp, _, _)| canon.starts_with(mp))
         .max_by_key(|(_, mp, _, _)| mp.as_os_str().len());
     println!("== jfs mount benchmark");
-    let idle = fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".into());
+    let read = |p: &str| fs::read_to_string(p).map(|s| s.trim().to_owned());
+    let mut idle =
+        read("/sys/devices/system/cpu/cpuidle/current_driver").unwrap_or_else(|_| "?".into());
+    // How long an idle vCPU polls before it halts, where the guest's
+    // haltpoll driver decides (0: it halts at once).
+    if let Ok(ns) = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        idle = format!("{idle}, guest_halt_poll_ns {ns}");
+    }
     println!(
         "machine:       nproc {nproc}, kernel {}, cpu {cpu}, memory {mem}, cpuidle driver {idle}",
         kernel.trim()
     );
     println!("               (FUSE requests wake the other process on another CPU: in a VM whose idle vCPUs");
-    println!("               halt, each wakeup is slow, and FUSE figures are worse on an idle machine than a busy one)");
+    println!("               halt at once, each wakeup is slow, and FUSE figures are worse on an idle machine");
+    println!(
+        "               than a busy one; see docs/PERFORMANCE.md, \"What the figures depend on\")"
+    );
     match mount {
         Some((dev, mp, fstype, opts)) => println!(
             "bench dir:     {} on {dev} ({fstype}, mounted at {}, {opts})",
