@@ -112,7 +112,7 @@ pub struct Tree {
     /// it instead of walking the path and opening the file again.
     ///
     /// Dropped by every record that could take the path from the file or
-    /// change its mode ([`keeps_last_file`]), with the directory cache, and
+    /// change its mode ([`reach`]), with the directory cache, and
     /// by [`Tree::sync`]. Never kept for a file with an execute bit: the
     /// kernel refuses to run a file open for writing (`ETXTBSY`), and the
     /// tree is there to be used with plain tools.
@@ -395,14 +395,15 @@ impl Tree {
             BeforeImage::Attic { id } => Some(*id),
             _ => None,
         });
-        if !keeps_last_file(&record.op) {
+        let reach = reach(&record.op);
+        if reach != Reach::Contents {
             self.forget_last_file();
         }
         let r = match self.apply_op(&record.op, attic, redo, &mut written) {
             Err(e) if redo.is_none() => self.undo_partial_write(record, e),
             r => r,
         };
-        if moves_dirs(&record.op) {
+        if reach == Reach::DirNames {
             // Before the mtimes, which are set by path.
             self.forget_dirs();
         }
@@ -1151,17 +1152,31 @@ impl Tree {
     }
 }
 
-/// Whether applying `op` can change which directory a path names, by
-/// moving or removing a directory or by bringing one back from the attic.
-/// The others only make nodes where there were none (no directory was
-/// there, so none is cached), remove non-directories or change contents
-/// and attributes.
-fn moves_dirs(op: &Op) -> bool {
+/// What applying an operation can change that the tree's cached handles
+/// (the directory cache, the last file) rely on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Nothing they rely on: the operation makes nodes only where there
+    /// were none (no directory was there, so none is cached), or changes
+    /// contents.
+    Contents,
+    /// A node's mode (a setattr, an ACL), which may give a file an
+    /// execute bit: the last file goes (see [`Tree::last_file`]).
+    Modes,
+    /// Which non-directory a name names: the last file goes. (`unlinkat`
+    /// without `AT_REMOVEDIR` refuses a directory, and the move to the
+    /// attic checks the type first.)
+    FileNames,
+    /// Which directory a path names, by moving or removing a directory or
+    /// by bringing one back from the attic: both go.
+    DirNames,
+}
+
+fn reach(op: &Op) -> Reach {
     match op {
-        Op::Rename { .. } | Op::Rmdir { .. } | Op::Restore { .. } => true,
-        // Never a directory: `unlinkat` without `AT_REMOVEDIR` refuses one,
-        // and the move to the attic checks the type first.
-        Op::Unlink { .. } => false,
+        Op::Rename { .. } | Op::Rmdir { .. } | Op::Restore { .. } => Reach::DirNames,
+        Op::Unlink { .. } => Reach::FileNames,
+        Op::SetAttr { .. } | Op::SetXattr { .. } | Op::RemoveXattr { .. } => Reach::Modes,
         Op::Create { .. }
         | Op::Mkdir { .. }
         | Op::Mknod { .. }
@@ -1170,11 +1185,8 @@ fn moves_dirs(op: &Op) -> bool {
         | Op::Write { .. }
         | Op::Truncate { .. }
         | Op::Fallocate { .. }
-        | Op::SetAttr { .. }
-        | Op::SetXattr { .. }
-        | Op::RemoveXattr { .. }
         | Op::CopyRange { .. }
-        | Op::Marker(_) => false,
+        | Op::Marker(_) => Reach::Contents,
     }
 }
 
@@ -1184,32 +1196,6 @@ struct Written<'o> {
     path: &'o RelPath,
     fd: OwnedFd,
     mode: u32,
-}
-
-/// Whether the tree's last file stays right across `op` when it succeeds:
-/// every path names the same node after it as before (it makes nodes only
-/// where there were none and renames nothing), and no mode changes (a
-/// setattr or an ACL could add an execute bit; see [`Tree::last_file`]).
-fn keeps_last_file(op: &Op) -> bool {
-    match op {
-        Op::Unlink { .. }
-        | Op::Rmdir { .. }
-        | Op::Rename { .. }
-        | Op::Restore { .. }
-        | Op::SetAttr { .. }
-        | Op::SetXattr { .. }
-        | Op::RemoveXattr { .. } => false,
-        Op::Create { .. }
-        | Op::Mkdir { .. }
-        | Op::Mknod { .. }
-        | Op::Symlink { .. }
-        | Op::Link { .. }
-        | Op::Write { .. }
-        | Op::Truncate { .. }
-        | Op::Fallocate { .. }
-        | Op::CopyRange { .. }
-        | Op::Marker(_) => true,
-    }
 }
 
 /// What a replacing rename put in the attic before renaming.
