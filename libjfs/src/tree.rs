@@ -1156,9 +1156,9 @@ impl Tree {
 /// (the directory cache, the last file) rely on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reach {
-    /// Nothing they rely on: the operation makes nodes only where there
-    /// were none (no directory was there, so none is cached), or changes
-    /// contents.
+    /// Nothing they rely on: the operation adds names only where there
+    /// were none (no directory was there, so none is cached), changes a
+    /// file's contents, or does nothing to the tree (a marker).
     Contents,
     /// A node's mode (a setattr, an ACL), which may give a file an
     /// execute bit: the last file goes (see [`Tree::last_file`]).
