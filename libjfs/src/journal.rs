@@ -1128,6 +1128,15 @@ impl ToSeal {
             && zstd::bulk::compress(&sample, level).is_ok_and(|c| c.len() * 10 < sample.len() * 9)
     }
 
+    /// Fills `buf` from the segment's frames, `at` bytes after the first.
+    /// A failure names the segment and keeps its kind, but not its errno:
+    /// only errors of the copy's writes carry one to [`ToSeal::write`].
+    fn read_frames_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        self.file
+            .read_exact_at(buf, ACTIVE_HEADER_LEN as u64 + at)
+            .map_err(|e| io::Error::new(e.kind(), format!("read {}: {e}", self.path.display())))
+    }
+
     /// Writes the sealed file to `tmp`, synced; returns its header and length.
     fn write_to(
         &self,
@@ -1143,11 +1152,7 @@ impl ToSeal {
             let mut done = 0;
             while done < raw_len {
                 let n = (raw_len - done).min(CHUNK as u64) as usize;
-                self.file
-                    .read_exact_at(&mut chunk[..n], ACTIVE_HEADER_LEN as u64 + done)
-                    .map_err(|e| {
-                        io::Error::new(e.kind(), format!("read {}: {e}", self.path.display()))
-                    })?;
+                self.read_frames_at(&mut chunk[..n], done)?;
                 sink.write_all(&chunk[..n])?;
                 done += n as u64;
             }
@@ -1165,10 +1170,7 @@ impl ToSeal {
             }
             None => {
                 // Stored: read straight into the writer's buffer.
-                out.read_from(&self.file, ACTIVE_HEADER_LEN as u64, raw_len)
-                    .map_err(|e| {
-                        io::Error::new(e.kind(), format!("read {}: {e}", self.path.display()))
-                    })?;
+                out.read_from(raw_len, |buf, at| self.read_frames_at(buf, at))?;
                 Compression::None
             }
         };
@@ -1281,13 +1283,20 @@ impl BodyWriter {
         Ok(())
     }
 
-    /// Adds `len` bytes of `src`, from offset `at`, as writing them would,
-    /// but read into the buffer that goes to the disk: no copy between.
-    fn read_from(&mut self, src: &File, mut at: u64, mut len: u64) -> io::Result<()> {
-        while len > 0 {
-            let n = ((CHUNK - self.fill) as u64).min(len) as usize;
+    /// Adds `len` bytes, as writing them would, but has `read(buf, at)`
+    /// fill them in (`at` counts from the first) straight into the buffer
+    /// that goes to the disk: no copy between. Errors of `read` and of the
+    /// writes come back as they are.
+    fn read_from(
+        &mut self,
+        len: u64,
+        mut read: impl FnMut(&mut [u8], u64) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut at = 0;
+        while at < len {
+            let n = ((CHUNK - self.fill) as u64).min(len - at) as usize;
             let room = &mut self.buf.as_mut()[self.fill..self.fill + n];
-            src.read_exact_at(room, at)?;
+            read(room, at)?;
             self.sha.update(&*room);
             self.fill += n;
             self.body_len += n as u64;
@@ -1295,7 +1304,6 @@ impl BodyWriter {
                 self.flush_blocks()?;
             }
             at += n as u64;
-            len -= n as u64;
         }
         Ok(())
     }

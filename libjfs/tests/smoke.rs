@@ -617,8 +617,8 @@ fn a_directory_moved_inside_itself_is_refused() {
     }
 }
 
-/// The errno a failed commit gives its caller.
-fn errno_of(e: &libjfs::VolumeError) -> Option<i32> {
+/// The errno a failed commit (or seal) gives its caller.
+fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     use std::error::Error;
     let mut cause: Option<&dyn Error> = Some(e);
     while let Some(c) = cause {
@@ -705,6 +705,69 @@ fn a_full_disk_takes_the_write_back_and_the_volume_goes_on() {
     assert!(diffs.is_empty(), "the tree left the journal: {diffs:?}");
 }
 
+/// A seal that finds no room for its copy fails with the system's own
+/// error, named as the write it is. A segment zstd cannot shrink is read
+/// straight into the buffer that goes to the disk, and a failed write of
+/// that buffer must not pass for a failed read: the seal tells errors
+/// apart by their errno (it writes again without `O_DIRECT` on EINVAL).
+#[test]
+fn a_seal_without_room_fails_with_the_write_errno() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = common::Tmpfs::mount(&dir.path().join("small"), "size=8m");
+    let small = disk.path().to_owned();
+    let vol_path = small.join("vol");
+    Volume::init(&vol_path, Role::Master)
+        .unwrap()
+        .set_history(false)
+        .unwrap();
+    // Segments that fill only when sealed by hand, stored as they are.
+    let config = libjfs::JournalConfig {
+        segment_bytes: 1 << 30,
+        zstd_level: None,
+    };
+    let mut vol = Volume::open_with(&vol_path, config).unwrap();
+    let node = NewNode {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    vol.commit(Op::Create { path: p("f"), node }).unwrap();
+    let mut noise = common::Noise::new();
+    for i in 0..2u64 {
+        vol.commit(Op::Write {
+            path: p("f"),
+            offset: i << 20,
+            data: noise.bytes(1 << 20),
+        })
+        .unwrap();
+    }
+    vol.sync().unwrap();
+    // Leave 256 KiB: room for a new active segment, not for a 2 MiB copy.
+    let filler = disk.fill("filler", 256 << 10);
+
+    let err = vol
+        .journal_mut()
+        .seal()
+        .expect_err("a 2 MiB copy fits in 256 KiB");
+    assert_eq!(errno_of(&err), Some(libc_enospc()), "{err:#?}");
+    let mut message = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        message += &format!(": {c}");
+        cause = c.source();
+    }
+    assert!(
+        !message.contains("read "),
+        "a failed write told as a read: {message}"
+    );
+    // The segment stays active, and seals once there is room.
+    std::fs::remove_file(&filler).unwrap();
+    vol.journal_mut()
+        .seal()
+        .unwrap()
+        .expect("a segment to seal");
+}
+
 fn libc_enospc() -> i32 {
     rustix::io::Errno::NOSPC.raw_os_error()
 }
@@ -727,12 +790,7 @@ fn a_volume_on_a_disk_with_no_room_left_refuses_writes_and_opens_again() {
     vol.commit(Op::Create { path: p("a"), node }).unwrap();
     vol.sync().unwrap();
     // Everything else the disk holds goes to a file beside the volume.
-    let filler = small.join("filler");
-    let mut f = std::fs::File::create(&filler).unwrap();
-    let chunk = vec![1u8; 64 << 10];
-    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
-    while std::io::Write::write_all(&mut f, &chunk[..512]).is_ok() {}
-    drop(f);
+    let filler = disk.fill("filler", 0);
     let mut failures = 0;
     for i in 0..50 {
         let path = p(&format!("n{i}"));

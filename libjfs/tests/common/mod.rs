@@ -41,6 +41,20 @@ impl Tmpfs {
     pub fn path(&self) -> &std::path::Path {
         &self.0
     }
+
+    /// Takes all the room but `leave` bytes with the file `name`, which
+    /// gives it back when removed.
+    pub fn fill(&self, name: &str, leave: u64) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![1u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&chunk[..512]).is_ok() {}
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(leave)).unwrap();
+        path
+    }
 }
 
 impl Drop for Tmpfs {
