@@ -979,16 +979,11 @@ fn print_table(targets: &[Target], rows: &[Row]) {
         let plain = r.plain_secs();
         let mut line = format!("   {:<28} {:>7}", r.name, r.unit);
         for (t, run) in targets.iter().zip(&r.runs) {
-            let s = if t.name == "plain" {
-                plain
-            } else {
-                secs(run.elapsed)
-            };
-            let rate = r.amount / s;
             if t.name == "plain" {
-                line += &format!(" | {:>8.3} {:>9.1}", s, rate);
+                line += &format!(" | {:>8.3} {:>9.1}", plain, r.amount / plain);
             } else {
-                line += &format!(" | {:>8.3} {:>7.2} {:>9.1}", s, s / plain, rate);
+                let s = secs(run.elapsed);
+                line += &format!(" | {:>8.3} {:>7.2} {:>9.1}", s, s / plain, r.amount / s);
             }
         }
         let jfs = secs(r.runs.last().expect("jfs ran").elapsed) / plain;

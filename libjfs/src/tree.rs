@@ -1406,11 +1406,16 @@ mod tests {
     }
 
     fn create(tree: &Tree, path: &str) -> Result<()> {
+        create_with_mode(tree, path, NODE.mode)
+    }
+
+    fn create_with_mode(tree: &Tree, path: &str, mode: u32) -> Result<()> {
+        let node = NewNode { mode, ..NODE };
         apply(
             tree,
             Op::Create {
                 path: p(path),
-                node: NODE,
+                node,
             },
         )
     }
@@ -1569,25 +1574,13 @@ mod tests {
             .is_some_and(|(p, _)| p.as_bytes() == path.as_bytes())
     }
 
-    fn create_with_mode(tree: &Tree, path: &str, mode: u32) {
-        let node = NewNode { mode, ..NODE };
-        apply(
-            tree,
-            Op::Create {
-                path: p(path),
-                node,
-            },
-        )
-        .unwrap();
-    }
-
     #[test]
     fn the_last_file_is_written_only_while_its_path_still_names_it() {
         let (_dir, tree) = tree();
         let root = tree.path().to_owned();
         let read = |name: &str| std::fs::read(root.join(name)).unwrap();
 
-        create_with_mode(&tree, "a", 0o644);
+        create_with_mode(&tree, "a", 0o644).unwrap();
         assert!(last_file_is(&tree, "a"), "a create keeps its file");
         write(&tree, "a", 0, b"one".to_vec()).unwrap();
         assert!(last_file_is(&tree, "a"), "so does a write");
@@ -1599,14 +1592,14 @@ mod tests {
         assert_eq!(read("b"), b"one");
 
         // Exchanged: a write goes to the file the name names now.
-        create_with_mode(&tree, "c", 0o644);
+        create_with_mode(&tree, "c", 0o644).unwrap();
         write(&tree, "c", 0, b"ccc".to_vec()).unwrap();
         rename(&tree, "c", "b", RenameMode::Exchange);
         write(&tree, "c", 0, b"x".to_vec()).unwrap();
         assert_eq!((read("b"), read("c")), (b"ccc".to_vec(), b"xne".to_vec()));
 
         // Removed: a write to the name is refused and changes nothing.
-        create_with_mode(&tree, "d", 0o644);
+        create_with_mode(&tree, "d", 0o644).unwrap();
         apply(&tree, Op::Unlink { path: p("d") }).unwrap();
         assert!(!last_file_is(&tree, "d"));
         assert_eq!(
@@ -1616,7 +1609,7 @@ mod tests {
         assert!(!root.join("d").exists());
 
         // Another name for it keeps it; a sync lets go.
-        create_with_mode(&tree, "e", 0o644);
+        create_with_mode(&tree, "e", 0o644).unwrap();
         let link = Op::Link {
             from: p("e"),
             to: p("f"),
@@ -1645,13 +1638,13 @@ mod tests {
                 .code()
         };
 
-        create_with_mode(&tree, "made-executable", 0o755);
+        create_with_mode(&tree, "made-executable", 0o755).unwrap();
         write(&tree, "made-executable", 0, script.clone()).unwrap();
         assert!(!last_file_is(&tree, "made-executable"));
         assert_eq!(run("made-executable"), Some(7));
 
         // Written while it could not be run, then made executable.
-        create_with_mode(&tree, "chmod", 0o644);
+        create_with_mode(&tree, "chmod", 0o644).unwrap();
         write(&tree, "chmod", 0, script.clone()).unwrap();
         assert!(last_file_is(&tree, "chmod"));
         let chmod = Op::SetAttr {
