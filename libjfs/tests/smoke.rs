@@ -633,6 +633,33 @@ fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     None
 }
 
+const FILE: NewNode = NewNode {
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+};
+
+/// A volume without history at `dir`/small/vol, on a tmpfs mounted there
+/// with `options`, whose segments of `segment_bytes` are stored as they are.
+fn volume_on_small_disk(
+    dir: &std::path::Path,
+    options: &str,
+    segment_bytes: u64,
+) -> (common::Tmpfs, std::path::PathBuf, Volume) {
+    let disk = common::Tmpfs::mount(&dir.join("small"), options);
+    let vol_path = disk.path().join("vol");
+    Volume::init(&vol_path, Role::Master)
+        .unwrap()
+        .set_history(false)
+        .unwrap();
+    let config = libjfs::JournalConfig {
+        segment_bytes,
+        zstd_level: None,
+    };
+    let vol = Volume::open_with(&vol_path, config).unwrap();
+    (disk, vol_path, vol)
+}
+
 /// A full disk: a write that finds no room is taken back and answered with
 /// ENOSPC, whether the journal or the tree ran out, and the volume goes
 /// on: removals give room back, and the journal still replays to the tree.
@@ -640,23 +667,8 @@ fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
 #[test]
 fn a_full_disk_takes_the_write_back_and_the_volume_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = common::Tmpfs::mount(&dir.path().join("small"), "size=6m");
-    let small = disk.path().to_owned();
-    let vol_path = small.join("vol");
-    Volume::init(&vol_path, Role::Master)
-        .unwrap()
-        .set_history(false)
-        .unwrap();
-    let config = libjfs::JournalConfig {
-        segment_bytes: 256 << 10,
-        zstd_level: None,
-    };
-    let mut vol = Volume::open_with(&vol_path, config).unwrap();
-    let node = NewNode {
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-    };
+    let (_disk, vol_path, mut vol) = volume_on_small_disk(dir.path(), "size=6m", 256 << 10);
+    let node = FILE;
     // Bytes that do not compress, 200 KiB a file.
     let mut noise = common::Noise::new();
     let mut files = 0;
@@ -713,25 +725,13 @@ fn a_full_disk_takes_the_write_back_and_the_volume_goes_on() {
 #[test]
 fn a_seal_without_room_fails_with_the_write_errno() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = common::Tmpfs::mount(&dir.path().join("small"), "size=8m");
-    let small = disk.path().to_owned();
-    let vol_path = small.join("vol");
-    Volume::init(&vol_path, Role::Master)
-        .unwrap()
-        .set_history(false)
-        .unwrap();
-    // Segments that fill only when sealed by hand, stored as they are.
-    let config = libjfs::JournalConfig {
-        segment_bytes: 1 << 30,
-        zstd_level: None,
-    };
-    let mut vol = Volume::open_with(&vol_path, config).unwrap();
-    let node = NewNode {
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-    };
-    vol.commit(Op::Create { path: p("f"), node }).unwrap();
+    // Segments that fill only when sealed by hand.
+    let (disk, _, mut vol) = volume_on_small_disk(dir.path(), "size=8m", 1 << 30);
+    vol.commit(Op::Create {
+        path: p("f"),
+        node: FILE,
+    })
+    .unwrap();
     let mut noise = common::Noise::new();
     for i in 0..2u64 {
         vol.commit(Op::Write {
