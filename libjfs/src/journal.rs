@@ -27,7 +27,9 @@ use crate::format::{
 use crate::position::{Chain, Position};
 use crate::record::{Record, RecordError};
 
+mod back;
 mod tail;
+pub use back::BackReader;
 pub use tail::{Chunk, Tail, TailError};
 
 const SEALED_EXT: &str = "seg";
@@ -1495,48 +1497,64 @@ impl FrameWalker {
         }
     }
 
-    fn corrupt(&self, offset: usize, reason: String) -> JournalError {
-        JournalError::Corrupt {
-            segment: self.path.clone(),
-            offset: offset as u64,
-            reason,
-        }
-    }
-
     fn next_entry(&mut self) -> Result<Option<Entry>> {
         if self.torn.is_some() {
             return Ok(None);
         }
-        match next_frame(&self.buf, self.at) {
-            FrameStep::End => Ok(None),
-            FrameStep::Torn(reason) => {
+        match decode_frame(&self.path, &self.buf, self.at, self.pos)? {
+            Framed::Entry(entry, next) => {
+                self.pos = entry.position;
+                self.at = next;
+                Ok(Some(entry))
+            }
+            Framed::End => Ok(None),
+            Framed::Torn(reason) => {
                 self.torn = Some(reason);
                 Ok(None)
             }
-            FrameStep::Corrupt(reason) => Err(self.corrupt(self.at, reason)),
-            FrameStep::Frame { payload, next } => {
-                let bytes = &self.buf[payload.clone()];
-                let record = Record::decode(bytes)
-                    .map_err(|e| self.corrupt(self.at, format!("record does not decode: {e}")))?;
-                if record.seq != self.pos.seq + 1 {
-                    return Err(self.corrupt(
-                        self.at,
-                        format!(
-                            "record seq {} where {} was expected",
-                            record.seq,
-                            self.pos.seq + 1
-                        ),
-                    ));
-                }
-                let prev_chain = self.pos.chain;
-                self.pos = self.pos.next(bytes);
-                self.at = next;
-                Ok(Some(Entry {
-                    position: self.pos,
-                    prev_chain,
-                    record,
-                }))
+        }
+    }
+}
+
+/// What [`decode_frame`] found. Matched as soon as it is returned, never
+/// kept, so the size of the record variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Framed {
+    /// The record and where the next frame starts.
+    Entry(Entry, usize),
+    End,
+    Torn(&'static str),
+}
+
+/// Decodes the frame at `at` of `buf` (frames of the segment file `path`)
+/// as the record after `pos`, checking its checksums and sequence number.
+fn decode_frame(path: &Path, buf: &[u8], at: usize, pos: Position) -> Result<Framed> {
+    let corrupt = |reason: String| JournalError::Corrupt {
+        segment: path.to_owned(),
+        offset: at as u64,
+        reason,
+    };
+    match next_frame(buf, at) {
+        FrameStep::End => Ok(Framed::End),
+        FrameStep::Torn(reason) => Ok(Framed::Torn(reason)),
+        FrameStep::Corrupt(reason) => Err(corrupt(reason)),
+        FrameStep::Frame { payload, next } => {
+            let bytes = &buf[payload];
+            let record = Record::decode(bytes)
+                .map_err(|e| corrupt(format!("record does not decode: {e}")))?;
+            if record.seq != pos.seq + 1 {
+                return Err(corrupt(format!(
+                    "record seq {} where {} was expected",
+                    record.seq,
+                    pos.seq + 1
+                )));
             }
+            let entry = Entry {
+                position: pos.next(bytes),
+                prev_chain: pos.chain,
+                record,
+            };
+            Ok(Framed::Entry(entry, next))
         }
     }
 }
@@ -1853,42 +1871,55 @@ impl Reader {
             };
             self.current = Some(match source {
                 Source::Sealed(s) => Frames::Sealed(SealedFrames::open(&s, self.volume_id)?),
-                Source::Active { path, header, len } => {
-                    let ctx = format!("read {}", path.display());
-                    let f = match File::open(&path) {
-                        Ok(f) => f,
-                        // Sealed since the journal was read: the same records.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            let sealed = path.with_extension(SEALED_EXT);
-                            let (header, file_bytes) = read_sealed_header(&sealed)?;
-                            self.sources.push_front(Source::Sealed(Sealed {
-                                path: sealed,
-                                header,
-                                file_bytes,
-                            }));
-                            continue;
-                        }
-                        Err(e) => return Err(io_err(&ctx)(e)),
-                    };
-                    let mut buf = vec![0u8; len as usize];
-                    f.read_exact_at(&mut buf, 0).map_err(io_err(&ctx))?;
-                    if ActiveHeader::decode(&buf).ok() != Some(header) {
-                        return Err(JournalError::Corrupt {
-                            segment: path,
-                            offset: 0,
-                            reason: "header changed since the journal was opened".into(),
-                        });
-                    }
-                    Frames::Active(FrameWalker::new(
+                Source::Active { path, header, len } => match read_active(&path, header, len)? {
+                    Ok(buf) => Frames::Active(FrameWalker::new(
                         &path,
                         buf,
                         ACTIVE_HEADER_LEN,
                         header.start(),
-                    ))
-                }
+                    )),
+                    Err(sealed) => {
+                        self.sources.push_front(Source::Sealed(sealed));
+                        continue;
+                    }
+                },
             });
         }
     }
+}
+
+/// The first `len` bytes of the active segment `path`, which the journal
+/// listed with `header`; or, when it has been sealed since (the same
+/// records), the sealed segment to read instead.
+fn read_active(
+    path: &Path,
+    header: ActiveHeader,
+    len: u64,
+) -> Result<std::result::Result<Vec<u8>, Sealed>> {
+    let ctx = format!("read {}", path.display());
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let sealed = path.with_extension(SEALED_EXT);
+            let (header, file_bytes) = read_sealed_header(&sealed)?;
+            return Ok(Err(Sealed {
+                path: sealed,
+                header,
+                file_bytes,
+            }));
+        }
+        Err(e) => return Err(io_err(&ctx)(e)),
+    };
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, 0).map_err(io_err(&ctx))?;
+    if ActiveHeader::decode(&buf).ok() != Some(header) {
+        return Err(JournalError::Corrupt {
+            segment: path.to_owned(),
+            offset: 0,
+            reason: "header changed since the journal was opened".into(),
+        });
+    }
+    Ok(Ok(buf))
 }
 
 impl Iterator for Reader {

@@ -497,22 +497,6 @@ impl Volume {
             .ok_or_else(|| VolumeError::Snapshot(format!("record {seq} is not in the journal")))
     }
 
-    /// The entries `lo ..= hi` of the journal, where `lo` is at most a chunk
-    /// below `hi` and above `floor`: how rewinds walk back with bounded memory.
-    fn chunk_back(&self, floor: u64, hi: u64) -> Result<(u64, Vec<Entry>)> {
-        const CHUNK: u64 = 256;
-        let lo = hi.saturating_sub(CHUNK).max(floor) + 1;
-        let mut chunk = Vec::with_capacity((hi + 1 - lo) as usize);
-        for entry in self.journal.read_from(lo)? {
-            let entry = entry?;
-            if entry.record.seq > hi {
-                break;
-            }
-            chunk.push(entry);
-        }
-        Ok((lo, chunk))
-    }
-
     /// Checks that the tree can go back from `from` to `to`: on the journal,
     /// not ahead of the tree, within the history held, and every record
     /// after `to` can be undone (so nothing stops half way).
@@ -529,13 +513,12 @@ impl Volume {
                 first.max(2) - 1
             )));
         }
-        let mut hi = from;
-        while hi > to {
-            let (lo, chunk) = self.chunk_back(to, hi)?;
-            for e in &chunk {
-                crate::history::inverse(&e.record)?;
+        for e in self.journal.read_from(to + 1)? {
+            let e = e?;
+            if e.record.seq > from {
+                break;
             }
-            hi = lo - 1;
+            crate::history::inverse(&e.record)?;
         }
         Ok(())
     }
@@ -563,26 +546,21 @@ impl Volume {
         // new entry: `moved` maps the one to the other.
         let mut moved: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
         let mut undone = 0;
-        let mut hi = from.seq;
-        while hi > to {
-            let (lo, chunk) = self.chunk_back(to, hi)?;
-            for e in chunk.iter().rev() {
-                for mut step in crate::history::inverse(&e.record)? {
-                    if let Op::Restore { id, .. } = &mut step.op {
-                        if let Some(now) = moved.remove(id) {
-                            *id = now;
-                        }
+        for e in self.journal.read_back(to + 1, from.seq)? {
+            let e = e?;
+            for mut step in crate::history::inverse(&e.record)? {
+                if let Op::Restore { id, .. } = &mut step.op {
+                    if let Some(now) = moved.remove(id) {
+                        *id = now;
                     }
-                    let position =
-                        self.commit_with(Timestamp::now(), step.op.clone(), step.mtimes)?;
-                    if let Some(old) = step.attic {
-                        moved.insert(old, position.seq);
-                    }
-                    each(&step.op);
                 }
-                undone += 1;
+                let position = self.commit_with(Timestamp::now(), step.op.clone(), step.mtimes)?;
+                if let Some(old) = step.attic {
+                    moved.insert(old, position.seq);
+                }
+                each(&step.op);
             }
-            hi = lo - 1;
+            undone += 1;
         }
         Ok(Rewound {
             from,
@@ -616,16 +594,12 @@ impl Volume {
         let mut touched = Vec::new();
         let mut undone = 0;
         let result = (|| {
-            let mut hi = from.seq;
-            while hi > to {
-                let (lo, chunk) = self.chunk_back(to, hi)?;
-                for e in chunk.iter().rev() {
-                    let steps = crate::history::inverse(&e.record)?;
-                    self.applier.unapply(e, &steps)?;
-                    touched.extend(steps.into_iter().map(|s| s.op));
-                    undone += 1;
-                }
-                hi = lo - 1;
+            for e in self.journal.read_back(to + 1, from.seq)? {
+                let e = e?;
+                let steps = crate::history::inverse(&e.record)?;
+                self.applier.unapply(&e, &steps)?;
+                touched.extend(steps.into_iter().map(|s| s.op));
+                undone += 1;
             }
             Ok::<(), VolumeError>(())
         })();
