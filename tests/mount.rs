@@ -1,5 +1,6 @@
-//! The master's FUSE mount with real processes: a real workload replays to
-//! the same tree, stops are clean, bad mount points and second mounts are
+//! The master's FUSE mount with real processes: a real workload and
+//! stress-ng replay to the same tree (and a rewind over stress-ng's records
+//! gives its tree back), stops are clean, bad mount points and second mounts are
 //! refused, and a kill -9 at any moment is recovered by mounting again.
 
 mod common;
@@ -328,6 +329,83 @@ fn fsx_runs_clean_and_the_journal_replays_to_the_same_file() {
     );
     eprintln!("fsx: 100000 operations in {:?}", t.elapsed());
     m.unmount();
+    assert_replays(&vol, dir.path());
+}
+
+/// stress-ng's file-system stressors (Debian's `stress-ng`, installed by
+/// .ci/run), one process each, all at once.
+const STRESSORS: [&str; 17] = [
+    "dentry",
+    "dir",
+    "rename",
+    "link",
+    "symlink",
+    "chmod",
+    "chown",
+    "utime",
+    "xattr",
+    "fallocate",
+    "fpunch",
+    "hdd",
+    "copy-file",
+    "filename",
+    "mknod",
+    "seek",
+    "sync-file",
+];
+
+#[test]
+fn stress_ng_runs_clean_and_a_rewind_over_its_records_gives_the_tree_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = init(dir.path());
+    let m = MountedMaster::start(&vol, &mnt, &[]);
+    let work = mnt.join("stress");
+    fs::create_dir(&work).unwrap();
+    let mut cmd = Command::new("stress-ng");
+    for s in STRESSORS {
+        cmd.arg(format!("--{s}")).arg("1");
+    }
+    let t = Instant::now();
+    let out = cmd
+        .args(["--timeout", "15", "--verify", "--temp-path"])
+        .arg(&work)
+        .current_dir(&work)
+        .output()
+        .expect("stress-ng is not installed: apt-get install stress-ng (.ci/run does this)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stress-ng failed:\n{text}");
+    let head = VolumeStatus::read(&vol).unwrap().head.seq;
+    eprintln!("stress-ng: {head} records in {:?}", t.elapsed());
+    assert!(
+        head > 1000,
+        "stress-ng journaled only {head} records:\n{text}"
+    );
+
+    // Its files come and go; halfway through, the tree was full of them.
+    // Undoing the second half, mounted, must give that tree back exactly.
+    let half = head / 2;
+    let t = Instant::now();
+    ok("jfs-master", &[&"rewind", &"--to", &half.to_string(), &vol]);
+    eprintln!("rewind of {} records: {:?}", head - half, t.elapsed());
+    m.unmount();
+    let at_half = dir.path().join("at-half");
+    libjfs::materialize::materialize(&vol, half, &at_half, |_| {}).unwrap();
+    let diffs = compare_trees(&vol.join("tree"), &at_half, &CompareOptions::default()).unwrap();
+    assert!(
+        diffs.is_empty(),
+        "the tree rewound to {half} differs from the journal replayed to it:\n{}",
+        diffs
+            .iter()
+            .take(30)
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        common::walk_count(&at_half) > 10,
+        "nothing to compare at {half}"
+    );
     assert_replays(&vol, dir.path());
 }
 
