@@ -135,10 +135,18 @@ fn answer(conn: UnixStream, handler: &Handler) -> io::Result<()> {
             },
             Err(e) => serde_json::json!({ "ok": false, "error": format!("bad request: {e}") }),
         };
-        writeln!(writer, "{response}")?;
+        writer.write_all(json_line(&response).as_bytes())?;
         line.clear();
     }
     Ok(())
+}
+
+/// `value` as one line of JSON, to be sent with one write: formatting
+/// straight into the socket sends each token on its own.
+fn json_line(value: &impl Serialize) -> String {
+    let mut line = serde_json::to_string(value).expect("JSON values and requests always encode");
+    line.push('\n');
+    line
 }
 
 impl Drop for AdminServer {
@@ -196,8 +204,8 @@ pub fn request_within(volume: &Path, req: &Request, limit: Duration) -> Result<V
     };
     conn.set_read_timeout(Some(limit)).map_err(io_err)?;
     let mut writer = conn.try_clone().map_err(io_err)?;
-    let line = serde_json::to_string(req).expect("requests always encode");
-    writeln!(writer, "{line}").map_err(io_err)?;
+    let line = json_line(req);
+    writer.write_all(line.as_bytes()).map_err(io_err)?;
     let mut answer = String::new();
     BufReader::new(conn)
         .read_line(&mut answer)
