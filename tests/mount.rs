@@ -367,6 +367,10 @@ fn stress_ng_runs_clean_and_a_rewind_over_its_records_gives_the_tree_back() {
     }
     let t = Instant::now();
     let out = cmd
+        // Files of bounded size, whatever the machine's speed: by default
+        // hdd and fallocate write up to 1 GB each and copy-file 256 MB.
+        .args(["--hdd-bytes", "128M", "--fallocate-bytes", "64M"])
+        .args(["--copy-file-bytes", "128M", "--sync-file-bytes", "64M"])
         .args(["--timeout", "15", "--verify", "--temp-path"])
         .arg(&work)
         .current_dir(&work)
