@@ -88,23 +88,21 @@ impl Journal {
             .filter(|s| s.header.last_seq >= lo && s.header.first_seq <= hi)
             .map(|s| Source::Sealed(s.clone()))
             .collect();
-        let actives = self.retired.iter().chain([&self.active]);
-        let mut next_first = None;
-        let mut tail = Vec::new();
-        for a in actives.collect::<Vec<_>>().into_iter().rev() {
-            // An active segment holds the records from its first up to the
-            // next segment's first (or the head).
-            let last = next_first.map_or(self.head.seq, |f: u64| f - 1);
-            next_first = Some(a.header.first_seq);
-            if a.header.first_seq <= hi && last >= lo && last >= a.header.first_seq {
-                tail.push(Source::Active {
+        // An active segment holds the records from its first up to the next
+        // one's first, the last one up to the head.
+        let actives: Vec<_> = self.retired.iter().chain([&self.active]).collect();
+        for (i, a) in actives.iter().enumerate() {
+            let last = actives
+                .get(i + 1)
+                .map_or(self.head.seq, |next| next.header.first_seq - 1);
+            if a.header.first_seq <= hi.min(last) && last >= lo {
+                sources.push(Source::Active {
                     path: a.path.clone(),
                     header: a.header,
                     len: a.len,
                 });
             }
         }
-        sources.extend(tail.into_iter().rev());
         Ok(BackReader {
             volume_id: self.volume_id,
             lo,
@@ -190,7 +188,7 @@ impl BackReader {
         buf: Vec<u8>,
         start: Position,
     ) -> Result<(Held, Position, Position)> {
-        let mut marks = Marks::new(self.lo);
+        let mut marks = Vec::new();
         let (mut at, mut pos) = (ACTIVE_HEADER_LEN, start);
         let corrupt = |at: usize, reason: String| JournalError::Corrupt {
             segment: path.to_owned(),
@@ -215,7 +213,9 @@ impl BackReader {
                 }
                 None => return Err(corrupt(at, "record does not decode".into())),
             }
-            marks.add(at, pos);
+            if pos.seq + 1 >= self.lo {
+                mark(&mut marks, at, pos);
+            }
             pos = pos.next(bytes);
             at = next;
         }
@@ -223,7 +223,7 @@ impl BackReader {
             path: path.to_owned(),
             frames: buf,
             base: 0,
-            marks: marks.done(),
+            marks,
         };
         Ok((held, start, pos))
     }
@@ -233,7 +233,7 @@ impl BackReader {
     fn read_sealed(&self, s: &Sealed) -> Result<(Held, Position, Position)> {
         let mut frames = SealedFrames::open(s, self.volume_id)?;
         let start = frames.pos;
-        let mut marks = Marks::new(self.lo);
+        let mut marks = Vec::new();
         let mut copied = Vec::new();
         let mut base = None;
         while frames.pos.seq < self.next {
@@ -243,7 +243,7 @@ impl BackReader {
             }
             if frames.pos.seq >= self.lo {
                 base.get_or_insert(raw_at);
-                marks.add(copied.len(), before);
+                mark(&mut marks, copied.len(), before);
                 copied.extend_from_slice(&frames.frame);
             }
         }
@@ -251,7 +251,7 @@ impl BackReader {
             path: s.path.clone(),
             frames: copied,
             base: base.unwrap_or(0),
-            marks: marks.done(),
+            marks,
         };
         Ok((held, start, frames.pos))
     }
@@ -274,37 +274,16 @@ impl Iterator for BackReader {
     }
 }
 
-/// Marks a chunk start every [`CHUNK`] records from `lo`.
-struct Marks {
-    lo: u64,
-    marks: Vec<Mark>,
-}
-
-impl Marks {
-    fn new(lo: u64) -> Marks {
-        Marks {
-            lo,
-            marks: Vec::new(),
-        }
-    }
-
-    /// The record after `before` starts at `at`.
-    fn add(&mut self, at: usize, before: Position) {
-        if before.seq + 1 < self.lo {
-            return;
-        }
-        match self.marks.last_mut() {
-            Some(m) if m.records < CHUNK => m.records += 1,
-            _ => self.marks.push(Mark {
-                at,
-                before,
-                records: 1,
-            }),
-        }
-    }
-
-    fn done(self) -> Vec<Mark> {
-        self.marks
+/// Counts the record that starts at `at`, after `before`, into the last
+/// chunk of `marks`, or starts a new chunk with it.
+fn mark(marks: &mut Vec<Mark>, at: usize, before: Position) {
+    match marks.last_mut() {
+        Some(m) if m.records < CHUNK => m.records += 1,
+        _ => marks.push(Mark {
+            at,
+            before,
+            records: 1,
+        }),
     }
 }
 
