@@ -22,19 +22,24 @@ impl Noise {
     }
 }
 
-/// A tmpfs mounted for a test at a new directory `path` (as root), unmounted
-/// on drop.
+/// A tmpfs (or another filesystem in memory) mounted for a test at a new
+/// directory `path` (as root), unmounted on drop.
 pub struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
     pub fn mount(path: &std::path::Path, options: &str) -> Tmpfs {
+        Tmpfs::mount_type(path, "tmpfs", options)
+    }
+
+    /// A filesystem of type `fstype` that needs no device, such as ramfs.
+    pub fn mount_type(path: &std::path::Path, fstype: &str, options: &str) -> Tmpfs {
         std::fs::create_dir(path).unwrap();
         let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .args(["-t", fstype, "-o", options, fstype])
             .arg(path)
             .status()
             .unwrap();
-        assert!(st.success(), "mount -t tmpfs -o {options} (needs root)");
+        assert!(st.success(), "mount -t {fstype} -o {options} (needs root)");
         Tmpfs(path.to_owned())
     }
 
