@@ -33,6 +33,7 @@ enum Command {
         after_help = "Sizes: 1048576, 64KiB, 512MiB (powers of 1024), 64K, 512M (powers of 1000).\n\nExamples:\n  jfs-master init /srv/www.jfs\n  jfs-master init /srv/small.jfs --segment-size 4MiB\n  jfs-master init /srv/scratch.jfs --no-history"
     )]
     Init {
+        /// Directory to create the volume in (it must not exist, or be empty).
         vol: PathBuf,
         /// Seal journal segments at this size (default 64MiB). Retention
         /// removes whole sealed segments, so smaller ones trim finer.
@@ -49,7 +50,9 @@ enum Command {
         after_help = "Sync policies:\n  fsync         fsync/fdatasync on the mount returns once the journal is durable (default)\n  interval[:MS] the journal is made durable every MS milliseconds (default 100); fsync returns at once\n\nExamples:\n  jfs-master mount /srv/www.jfs /var/www\n  jfs-master mount /srv/www.jfs /var/www --sync interval:50\n  jfs-master mount /srv/www.jfs /var/www --listen 0.0.0.0:7420"
     )]
     Mount {
+        /// The master volume's directory.
         vol: PathBuf,
+        /// An empty directory to serve the tree at.
         mountpoint: PathBuf,
         /// When the journal is made durable: fsync, interval or interval:MS.
         #[arg(long, default_value = "fsync")]
@@ -64,6 +67,7 @@ enum Command {
         after_help = "Examples:\n  jfs-master log /srv/www.jfs\n  jfs-master log /srv/www.jfs --from 1200 --json | jq .text"
     )]
     Log {
+        /// The master volume's directory.
         vol: PathBuf,
         /// First sequence number to print.
         #[arg(long, default_value_t = 1)]
@@ -77,7 +81,9 @@ enum Command {
         after_help = "Exit codes:\n  0  every replica within the limits given (or none given)\n  1  the status could not be read\n  4  a replica lags past --max-lag-records or --max-lag-seconds\n\nExamples:\n  jfs-master status /srv/www.jfs --json\n  jfs-master status /srv/www.jfs --max-lag-seconds 60 || page-the-admin"
     )]
     Status {
+        /// The master volume's directory.
         vol: PathBuf,
+        /// Print the status as JSON.
         #[arg(long)]
         json: bool,
         /// Exit 4 if a replica lags by more records than this.
@@ -93,6 +99,7 @@ enum Command {
         after_help = "Works mounted (open files and the kernel's caches follow) and unmounted. The\ncost grows with what is undone, not with the size of the tree.\n\nExamples:\n  jfs-master rewind /srv/www.jfs --to v41\n  jfs-master rewind /srv/www.jfs --to 1200"
     )]
     Rewind {
+        /// The master volume's directory.
         vol: PathBuf,
         /// Sequence number or snapshot name.
         #[arg(long, value_name = "SEQ|SNAPSHOT")]
@@ -103,6 +110,7 @@ enum Command {
         after_help = "Examples:\n  jfs-master snapshot /srv/www.jfs create v42\n  jfs-master snapshot /srv/www.jfs list"
     )]
     Snapshot {
+        /// The master volume's directory.
         vol: PathBuf,
         #[command(subcommand)]
         action: SnapshotAction,
@@ -124,6 +132,7 @@ const RETENTION_HELP: &str = "Without a policy (the default) all history is kept
 
 #[derive(Args)]
 struct TrimArgs {
+    /// The master volume's directory.
     vol: PathBuf,
     /// Trim also what registered replicas still need; they will have to
     /// bootstrap again. Never what the volume's own tree has not applied.
@@ -139,6 +148,7 @@ struct TrimArgs {
 
 #[derive(Args)]
 struct RetentionArgs {
+    /// The master volume's directory.
     vol: PathBuf,
     /// Let go sealed segments whose last record is older than AGE
     /// (30d, 12h, 2weeks; none clears).
@@ -159,11 +169,17 @@ struct RetentionArgs {
 #[derive(Subcommand)]
 enum SnapshotAction {
     /// Journal a snapshot marker named NAME at the current position.
-    Create { name: String },
+    Create {
+        /// The new snapshot's name.
+        name: String,
+    },
     /// List snapshots in position order.
     List,
     /// Forget a snapshot name (its marker stays in the journal).
-    Delete { name: String },
+    Delete {
+        /// The snapshot to forget.
+        name: String,
+    },
 }
 
 /// Exit code of `status` when a replica lags past the limits given.

@@ -36,6 +36,7 @@ enum Command {
         after_help = "The secret file is the master volume's VOL/secret, copied over a safe channel\n(scp, a config management vault); it never crosses the replication connection.\n\nExample:\n  scp master:/srv/www.jfs/secret /root/www.secret\n  jfs-replica init /srv/www.jfs --master master.example:7420 --secret-file /root/www.secret"
     )]
     Init {
+        /// Directory to create the replica volume in (it must not exist, or be empty).
         vol: PathBuf,
         /// The server to follow: HOST or HOST:PORT (default port 7420).
         #[arg(long, value_name = "ADDR")]
@@ -56,6 +57,7 @@ enum Command {
         after_help = "A following replica writes it through its running process (applying pauses\nmeanwhile; its master is not held up); a volume nothing has open is read\ndirectly. A mounted master does not write images: image one of its replicas.\nThe file is written beside FILE and renamed, so it is whole or absent.\n\nExamples:\n  jfs-replica image /srv/www.jfs /backup/www.jfsimg\n  jfs-replica bootstrap /srv/new.jfs --image /backup/www.jfsimg"
     )]
     Image {
+        /// The replica volume's directory.
         vol: PathBuf,
         /// The image file to write.
         file: PathBuf,
@@ -66,6 +68,7 @@ enum Command {
     )]
     #[command(group(clap::ArgGroup::new("source").required(true).args(["from", "image"])))]
     Bootstrap {
+        /// The replica volume's directory.
         vol: PathBuf,
         /// A replica that serves others (`follow --listen`): HOST or HOST:PORT.
         #[arg(long, value_name = "ADDR")]
@@ -81,6 +84,7 @@ enum Command {
         after_help = "A pinned replica keeps receiving records but moves its tree only once it holds\nevery record up to the pin, and then all at once: readers of the mount see the\nold version or the new one, never a mixture.\n\nExamples:\n  jfs-replica follow /srv/www.jfs --mount /var/www\n  jfs-replica follow /srv/www.jfs --until v42          # apply up to snapshot v42 and hold there\n  jfs-replica follow /srv/www.jfs --until v43          # (while following) move the pin to v43\n  jfs-replica follow /srv/www.jfs                      # (while following) follow the head again\n  jfs-replica follow /srv/www.jfs --listen 0.0.0.0:7421 # serve other replicas (cascade)"
     )]
     Follow {
+        /// The replica volume's directory.
         vol: PathBuf,
         /// Serve the tree read-only here (FUSE).
         #[arg(long, value_name = "MOUNTPOINT")]
@@ -101,6 +105,7 @@ enum Command {
         after_help = "The journal keeps every record, so `follow` (or `follow --until`) moves the tree\nforward again. A following process rewinds in one step: readers of its mount\nsee the tree as it was or as it becomes, never between.\n\nExamples:\n  jfs-replica rewind /srv/www.jfs --to v41\n  jfs-replica rewind /srv/www.jfs --to 1200"
     )]
     Rewind {
+        /// The replica volume's directory.
         vol: PathBuf,
         /// Sequence number or snapshot name.
         #[arg(long, value_name = "SEQ|SNAPSHOT")]
@@ -111,9 +116,10 @@ enum Command {
         after_help = "Works on any volume (master or replica), also while it is in use.\n\nExamples:\n  jfs-replica materialize /srv/www.jfs --at v42 /tmp/www-v42\n  jfs-replica materialize /srv/www.jfs --at 1200 /tmp/www-1200"
     )]
     Materialize {
+        /// A volume's directory, a replica's or a master's.
         vol: PathBuf,
         /// Sequence number or snapshot name.
-        #[arg(long)]
+        #[arg(long, value_name = "SEQ|SNAPSHOT")]
         at: String,
         /// Directory to create (it must not exist, or be empty).
         dest: PathBuf,
@@ -123,9 +129,10 @@ enum Command {
         after_help = "Examples:\n  jfs-replica replay /srv/www.jfs\n  jfs-replica replay /srv/www.jfs --until v42"
     )]
     Replay {
+        /// A volume's directory, a replica's or a master's.
         vol: PathBuf,
         /// Stop after this sequence number or snapshot.
-        #[arg(long)]
+        #[arg(long, value_name = "SEQ|SNAPSHOT")]
         until: Option<String>,
     },
     /// Show the replica's position, its master's, the lag and its state.
@@ -133,7 +140,9 @@ enum Command {
         after_help = "States: connecting, catching-up, following, pinned, stalled (applying failed,\nretrying: a full disk), broken (diverged, history trimmed, wrong key: needs an\noperator), stopped (no process follows the volume).\n\nExit codes:\n  0  following or catching up within the limits given, or pinned (whatever its lag)\n  1  the status could not be read\n  3  broken\n  4  lags past --max-lag-records or --max-lag-seconds, or stalled\n  5  no process follows the volume\n\nExample:\n  jfs-replica status /srv/www.jfs --max-lag-seconds 30 --json"
     )]
     Status {
+        /// The replica volume's directory.
         vol: PathBuf,
+        /// Print the status as JSON.
         #[arg(long)]
         json: bool,
         /// Exit 4 if the replica lags by more records than this.
@@ -148,6 +157,7 @@ enum Command {
         after_help = "The same policy as on a master (see `jfs-master retention --help`); the\nreplica's cursors are its own applied position and the replicas that\nfollow it (cascade).\n\nExamples:\n  jfs-replica retention /srv/www.jfs --max-age 7d\n  jfs-replica retention /srv/www.jfs --keep-all"
     )]
     Retention {
+        /// The replica volume's directory.
         vol: PathBuf,
         /// Let go sealed segments whose last record is older than AGE (none clears).
         #[arg(long, value_name = "AGE")]
@@ -158,6 +168,7 @@ enum Command {
         /// Keep all history (the default).
         #[arg(long, conflicts_with_all = ["max_age", "max_size"])]
         keep_all: bool,
+        /// Print the policy as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -166,6 +177,7 @@ enum Command {
         after_help = "Never removes records the replica has not applied. Works while `follow`\nruns (through it) and when it does not; `follow` also applies the policy\nby itself every minute and after each sealed segment.\n\nExamples:\n  jfs-replica trim /srv/www.jfs --dry-run\n  jfs-replica trim /srv/www.jfs --force   # replicas cascading from this one may have to bootstrap again"
     )]
     Trim {
+        /// The replica volume's directory.
         vol: PathBuf,
         /// Trim also what replicas following this one still need.
         #[arg(long)]
@@ -173,6 +185,7 @@ enum Command {
         /// Say what would be removed and why, remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -180,7 +193,10 @@ enum Command {
     #[command(
         after_help = "Exit code 3 when the tree differs; every difference is printed.\n\nExample:\n  jfs-replica verify /srv/www.jfs"
     )]
-    Verify { vol: PathBuf },
+    Verify {
+        /// A volume's directory, a replica's or a master's.
+        vol: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
