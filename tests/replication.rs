@@ -815,6 +815,68 @@ fn status_exit_codes_tell_stopped_and_lagging_replicas_apart() {
     master.unmount();
 }
 
+/// Each tool refuses, naming the other, the commands it would otherwise run
+/// on a volume of the other role: `jfs-replica rewind`, meant for one front
+/// end, rewound a master given its volume (and so every replica), and
+/// `jfs-master status` called a replica a master. Served or not, nothing
+/// changes.
+#[test]
+fn each_tool_refuses_the_other_roles_volumes_served_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = master_volume(dir.path());
+    let master = Master::start(&vol, &mnt, &[]);
+    fs::write(mnt.join("a"), b"a").unwrap();
+    fs::write(mnt.join("b"), b"b").unwrap();
+    let rvol = dir.path().join("replica");
+    init_replica(&rvol, &master.addr(), &vol);
+    let head = master_head(&vol);
+
+    let refused = |tool: &str, cmd: &[&str], vol: &Path, other: &str| {
+        let mut args: Vec<&dyn AsRef<OsStr>> = vec![&cmd[0], &vol];
+        for a in &cmd[1..] {
+            args.push(a);
+        }
+        let err = common::fails(tool, &args, 1);
+        let want = format!("use `{other} {} {}`", cmd[0], vol.display());
+        assert!(err.contains(&want), "{tool} {cmd:?}: {err}");
+    };
+    let both_ways = |when: &str| {
+        eprintln!("{when}");
+        for cmd in [
+            &["status"][..],
+            &["rewind", "--to", "1"],
+            &["trim", "--dry-run"],
+            &["retention", "--max-age", "1d"],
+        ] {
+            refused("jfs-master", cmd, &rvol, "jfs-replica");
+            refused("jfs-replica", cmd, &vol, "jfs-master");
+        }
+    };
+    // The master mounted (its socket answers), the replica not followed.
+    both_ways("master served, replica not");
+    assert_eq!(master_head(&vol), head, "the master's journal changed");
+    assert_eq!(fs::read(mnt.join("b")).unwrap(), b"b");
+    let (code, s) = replica_status(&rvol, &[]);
+    assert_eq!(code, 5, "{s}");
+    assert_eq!(s["role"], "replica", "{s}");
+
+    // The replica followed, the master unmounted.
+    let mut replica = follow(&rvol, None, &[]);
+    wait_converged(&vol, &[&rvol], CONVERGE);
+    master.unmount();
+    both_ways("replica served, master not");
+    assert_eq!(fs::read(rvol.join("tree/b")).unwrap(), b"b");
+    let (_, s) = replica_status(&rvol, &[]);
+    assert_eq!(pos(&s["position"]), head, "the replica moved: {s}");
+    assert_eq!(s["retention"]["policy_text"], "keep all history", "{s}");
+    assert!(replica.stop().success(), "{}", replica.stderr());
+    let (code, s) = master_status(&vol, &[]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["role"], "master", "{s}");
+    assert_eq!(pos(&s["journal"]["head"]), head, "{s}");
+    assert_eq!(s["retention"]["policy_text"], "keep all history", "{s}");
+}
+
 /// Resident memory of a process, in bytes.
 fn rss(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

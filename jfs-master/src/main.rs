@@ -251,6 +251,13 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let mut s = admin(&vol, Request::Status)
                 .with_context(|| format!("status of {}", vol.display()))?;
+            if s["role"] == "replica" {
+                anyhow::bail!(
+                    "{} is a replica volume; use `jfs-replica status {}`",
+                    vol.display(),
+                    vol.display()
+                );
+            }
             add_retention_usage(&vol, &mut s);
             if json {
                 println!("{s}");
@@ -259,7 +266,12 @@ fn run(cli: Cli) -> Result<u8> {
                     format!("{}:{}", v["seq"], &v["chain"].as_str().unwrap_or("")[..16])
                 };
                 println!("volume   {}", s["volume_id"].as_str().unwrap_or(""));
-                println!("role     {}", s["role"].as_str().unwrap_or("master"));
+                println!(
+                    "role     {}",
+                    s["role"]
+                        .as_str()
+                        .unwrap_or("unknown (in use by another process)")
+                );
                 match s["mountpoint"].as_str() {
                     Some(m) => {
                         println!("mounted  at {m}, sync {}", s["sync"].as_str().unwrap_or(""))
@@ -312,6 +324,7 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(if lagging { EXIT_LAGGING } else { 0 })
         }
         Command::Rewind { vol, to } => {
+            master_only(&vol, "rewind")?;
             let answer = admin(&vol, Request::Rewind { to: to.clone() })?;
             println!(
                 "rewound {} to {to} (seq {}): {} records undone by {} new ones; now at {}",
@@ -356,6 +369,7 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Retention(a) => {
+            master_only(&a.vol, "retention")?;
             let answer = admin(
                 &a.vol,
                 Request::Retention {
@@ -380,6 +394,7 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Trim(a) => {
+            master_only(&a.vol, "trim")?;
             let report = libjfs::retention::trim_via(&a.vol, a.force, a.dry_run, asker(&a.vol))
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("trim {}", a.vol.display()))?;
@@ -450,6 +465,19 @@ fn asker(
     }
 }
 
+/// Refuses a replica volume for `command`, which would act on it as on a
+/// master's (a rewind journaled, a trim by the master's cursors).
+fn master_only(vol: &std::path::Path, command: &str) -> Result<()> {
+    if libjfs::admin::role_of(vol).map_err(anyhow::Error::msg)? == Some(Role::Replica) {
+        anyhow::bail!(
+            "{} is a replica volume; use `jfs-replica {command} {}`",
+            vol.display(),
+            vol.display()
+        );
+    }
+    Ok(())
+}
+
 /// Asks the process that has the volume mounted, or, when none does, opens
 /// the volume and answers the same way.
 fn admin(vol: &std::path::Path, req: Request) -> Result<serde_json::Value> {
@@ -460,7 +488,9 @@ fn admin(vol: &std::path::Path, req: Request) -> Result<serde_json::Value> {
                 // Read the files without taking the lock: works while another
                 // process holds the volume without serving it.
                 let mut s = VolumeStatus::read(vol)?.to_json();
-                s["role"] = "master".into();
+                if let Some(role) = libjfs::volume::peek_role(vol)? {
+                    s["role"] = role.as_str().into();
+                }
                 // What the server knew of its replicas when it last ran.
                 let head = s["journal"]["head"]["seq"].as_u64().unwrap_or(0);
                 s["replicas"] = libjfs::ship::server::known_replicas(vol, head);

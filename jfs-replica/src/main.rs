@@ -57,7 +57,7 @@ enum Command {
         after_help = "A following replica writes it through its running process (applying pauses\nmeanwhile; its master is not held up); a volume nothing has open is read\ndirectly. A mounted master does not write images: image one of its replicas.\nThe file is written beside FILE and renamed, so it is whole or absent.\n\nExamples:\n  jfs-replica image /srv/www.jfs /backup/www.jfsimg\n  jfs-replica bootstrap /srv/new.jfs --image /backup/www.jfsimg"
     )]
     Image {
-        /// The replica volume's directory.
+        /// A replica's volume directory, or a master's while it is not mounted.
         vol: PathBuf,
         /// The image file to write.
         file: PathBuf,
@@ -223,6 +223,7 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Rewind { vol, to } => {
+            replica_only(&vol, "rewind")?;
             let req = libjfs::admin::Request::Rewind { to: to.clone() };
             let answer = match libjfs::admin::request(&vol, &req) {
                 Ok(a) => a,
@@ -304,6 +305,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             keep_all,
             json,
         } => {
+            replica_only(&vol, "retention")?;
             let answer = asker(&vol)(libjfs::admin::Request::Retention {
                 max_age,
                 max_size,
@@ -330,6 +332,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             json,
         } => {
+            replica_only(&vol, "trim")?;
             let report = libjfs::retention::trim_via(&vol, force, dry_run, asker(&vol))
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("trim {}", vol.display()))?;
@@ -343,6 +346,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a master volume for `command`, which would act on it as on a
+/// replica's (a rewind of the tree alone, a trim by a replica's cursors).
+fn replica_only(vol: &Path, command: &str) -> Result<()> {
+    if libjfs::admin::role_of(vol).map_err(anyhow::Error::msg)? == Some(Role::Master) {
+        anyhow::bail!(
+            "{} is a master volume; use `jfs-master {command} {}`",
+            vol.display(),
+            vol.display()
+        );
+    }
+    Ok(())
 }
 
 /// Asks the process that follows the volume, or, when none does, the
@@ -829,12 +845,21 @@ fn status(
             let mut s = VolumeStatus::read(vol)
                 .with_context(|| format!("status of {}", vol.display()))?
                 .to_json();
-            s["role"] = "replica".into();
+            if let Some(role) = libjfs::volume::peek_role(vol)? {
+                s["role"] = role.as_str().into();
+            }
             s["replication"] = follower::idle_state_json(vol);
             s
         }
         Err(e) => return Err(e).with_context(|| format!("status of {}", vol.display())),
     };
+    if s["role"] == "master" {
+        anyhow::bail!(
+            "{} is a master volume; use `jfs-master status {}`",
+            vol.display(),
+            vol.display()
+        );
+    }
     let mut s = s;
     add_retention_usage(vol, &mut s);
     let r = &s["replication"];

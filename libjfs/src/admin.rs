@@ -225,6 +225,23 @@ pub fn request_within(volume: &Path, req: &Request, limit: Duration) -> Result<V
     }
 }
 
+/// The role of the volume at `volume`: as the process serving it says, or
+/// read from the volume when none serves it. `None` when a process has it
+/// open without serving it: its role cannot be read then without waiting.
+pub fn role_of(volume: &Path) -> Result<Option<crate::Role>, String> {
+    match request(volume, &Request::Status) {
+        Ok(s) => Ok(match s["role"].as_str() {
+            Some("master") => Some(crate::Role::Master),
+            Some("replica") => Some(crate::Role::Replica),
+            _ => None,
+        }),
+        Err(AdminError::NotServed(_)) => {
+            crate::volume::peek_role(volume).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Answers `req` from an open volume: the part of every answer that does
 /// not depend on who serves it (a mount adds its own status fields).
 pub fn answer_with(vol: &mut crate::Volume, req: Request) -> Result<Value, String> {

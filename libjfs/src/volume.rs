@@ -1261,6 +1261,37 @@ fn meta_position(meta: &sled::Db, meta_path: &Path, key: &str) -> Result<Option<
         })
 }
 
+/// The volume's role, read only when no process has the volume open:
+/// `None` when one does (its meta is theirs then). Holds the volume's lock
+/// for the read, without waiting for it.
+pub fn peek_role(path: &Path) -> Result<Option<Role>> {
+    let lock_path = path.join(LOCK_FILE);
+    let meta_path = path.join(META_DIR);
+    let lock = match File::open(&lock_path) {
+        Ok(f) if meta_path.is_dir() => f,
+        Ok(_) => {
+            return Err(VolumeError::Layout {
+                path: path.to_owned(),
+                reason: "is not a jfs volume".into(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(VolumeError::Layout {
+                path: path.to_owned(),
+                reason: "is not a jfs volume".into(),
+            })
+        }
+        Err(e) => return Err(io_err(format!("open {}", lock_path.display()))(e)),
+    };
+    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+        Err(e) => return Err(io_err(format!("lock {}", lock_path.display()))(e.into())),
+    }
+    let meta = open_meta(&meta_path)?;
+    Ok(Some(read_identity(&meta, &meta_path)?.1))
+}
+
 /// The volume's position as its files say, without taking the volume's lock
 /// (for status while another process has it open).
 pub fn peek_applied(path: &Path) -> Result<Option<Position>> {
