@@ -520,6 +520,30 @@ fn permissions_other_users_and_locks_behave_as_on_a_local_filesystem() {
     rustix::fs::fcntl_lock(&held, rustix::fs::FlockOperation::NonBlockingUnlock).unwrap();
     probe(0);
     drop(held);
+
+    // Other users cannot administer the volume: the admin socket is root's
+    // (0600), and even with its mode loosened the server answers only root.
+    let jfs = common::bin("jfs-master");
+    let out = as_nobody(&format!("'{}' status '{}'", jfs.display(), vol.display()));
+    assert!(!out.status.success(), "nobody read the status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Permission denied"), "{err}");
+    let socket = vol.join(libjfs::admin::SOCKET);
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody(&format!(
+        "'{}' snapshot '{}' create theirs",
+        jfs.display(),
+        vol.display()
+    ));
+    assert!(!out.status.success(), "nobody created a snapshot");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uid 65534 may not administer this volume"),
+        "{err}"
+    );
+    let list = common::ok("jfs-master", &[&"snapshot", &vol, &"list"]);
+    assert!(!list.contains("theirs"), "{list}");
+
     m.unmount();
     assert_replays(&vol, dir.path());
 }

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! The server is a thread per connection; it knows nothing of what the
-//! requests mean (the handler does) and nothing of FUSE.
+//! requests mean (the handler does) and nothing of FUSE. It answers only
+//! root and the user it runs as (the peer's credentials, checked on
+//! connect).
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -124,8 +126,12 @@ pub fn serve(volume: &Path, handler: Handler) -> io::Result<AdminServer> {
 
 fn answer(conn: UnixStream, handler: &Handler) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut writer = conn;
+    let mut writer = conn.try_clone()?;
+    if let Err(refusal) = may_administer(&conn) {
+        let response = serde_json::json!({ "ok": false, "error": refusal });
+        return writer.write_all(json_line(&response).as_bytes());
+    }
+    let mut reader = BufReader::new(conn);
     let mut line = String::new();
     while reader.read_line(&mut line)? > 0 {
         let response = match serde_json::from_str::<Request>(&line) {
@@ -139,6 +145,23 @@ fn answer(conn: UnixStream, handler: &Handler) -> io::Result<()> {
         line.clear();
     }
     Ok(())
+}
+
+/// Only root and the user this process runs as may use the socket. Its
+/// mode (0600) already says so; this holds also while the socket is being
+/// set up and if its mode is changed.
+fn may_administer(conn: &UnixStream) -> Result<(), String> {
+    let peer = rustix::net::sockopt::socket_peercred(conn)
+        .map_err(|e| format!("refused: the peer's credentials cannot be read: {e}"))?;
+    if peer.uid.is_root() || peer.uid == rustix::process::geteuid() {
+        Ok(())
+    } else {
+        Err(format!(
+            "refused: uid {} may not administer this volume (only root or uid {})",
+            peer.uid.as_raw(),
+            rustix::process::geteuid().as_raw()
+        ))
+    }
 }
 
 /// `value` as one line of JSON, to be sent with one write: formatting
