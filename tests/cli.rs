@@ -165,7 +165,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let err = fails("jfs-master", &[&"init", &vol], 1);
     assert!(err.contains("exists and is not empty"), "{err}");
     let err = fails("jfs-master", &[&"log", &dir.path().join("nothing")], 1);
-    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
     let err = fails(
         "jfs-replica",
         &[
@@ -224,6 +224,66 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         bytes,
         "a reader changed the damaged segment"
     );
+}
+
+/// Every command given a path that is not a volume (missing, a file, an
+/// empty directory, a directory of someone's files) says so and leaves the
+/// path as it was: no lock file, no metadata store appears in it.
+#[test]
+fn a_path_that_is_not_a_volume_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let file = dir.path().join("file");
+    fs::write(&file, b"not a volume\n").unwrap();
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let files = dir.path().join("files");
+    fs::create_dir_all(files.join("journal")).unwrap();
+    fs::write(files.join("notes"), b"mine\n").unwrap();
+    let out = dir.path().join("out");
+    let commands: &[(&str, &[&str])] = &[
+        ("jfs-master", &["status"]),
+        ("jfs-master", &["log"]),
+        ("jfs-master", &["rewind", "--to", "1"]),
+        ("jfs-master", &["snapshot", "list"]),
+        ("jfs-master", &["retention"]),
+        ("jfs-master", &["trim"]),
+        ("jfs-replica", &["status"]),
+        ("jfs-replica", &["rewind", "--to", "1"]),
+        ("jfs-replica", &["replay"]),
+        ("jfs-replica", &["retention"]),
+        ("jfs-replica", &["trim"]),
+        ("jfs-replica", &["verify"]),
+        ("jfs-replica", &["follow"]),
+        ("jfs-replica", &["materialize", "--at", "1"]),
+    ];
+    for (path, why) in [
+        (&missing, "does not exist"),
+        (&file, "is not a directory"),
+        (&empty, "is not a jfs volume"),
+        (&files, "is not a jfs volume"),
+    ] {
+        let before = common::walk_paths(dir.path());
+        for (tool, cmd) in commands {
+            // The volume is the first argument after the subcommand, except
+            // for `snapshot VOL list`.
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&cmd[0], path];
+            for a in &cmd[1..] {
+                args.push(a);
+            }
+            if cmd[0] == "materialize" {
+                args.push(&out);
+            }
+            let err = fails(tool, &args, 1);
+            assert!(
+                err.contains(why),
+                "{tool} {cmd:?} {}: {err}",
+                path.display()
+            );
+        }
+        assert_eq!(common::walk_paths(dir.path()), before, "{}", path.display());
+    }
+    assert_eq!(fs::read(&file).unwrap(), b"not a volume\n");
 }
 
 #[test]

@@ -585,6 +585,7 @@ fn mount(
 }
 
 fn log(vol: &std::path::Path, from: u64, json: bool) -> Result<()> {
+    libjfs::volume::check_volume_dir(vol)?;
     let journal = Journal::open_read_only(&vol.join(JOURNAL_DIR), None)
         .with_context(|| format!("open the journal of {}", vol.display()))?;
     let out = std::io::stdout();

@@ -391,6 +391,7 @@ fn asker(
 }
 
 fn open_journal(vol: &Path) -> Result<Journal> {
+    libjfs::volume::check_volume_dir(vol)?;
     Journal::open_read_only(&vol.join(JOURNAL_DIR), None)
         .with_context(|| format!("open the journal of {}", vol.display()))
 }

@@ -214,7 +214,9 @@ pub fn request_within(volume: &Path, req: &Request, limit: Duration) -> Result<V
         Err(e)
             if matches!(
                 e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                io::ErrorKind::NotFound
+                    | io::ErrorKind::NotADirectory
+                    | io::ErrorKind::ConnectionRefused
             ) =>
         {
             return Err(AdminError::NotServed(path));

@@ -30,6 +30,7 @@ pub struct VolumeStatus {
 
 impl VolumeStatus {
     pub fn read(volume: &Path) -> Result<VolumeStatus, VolumeError> {
+        crate::volume::check_volume_dir(volume)?;
         let journal = Journal::open_read_only(&volume.join(JOURNAL_DIR), None)?;
         let segments = journal.segments();
         Ok(VolumeStatus {

@@ -1057,26 +1057,35 @@ fn configured_journal(meta: &sled::Db, meta_path: &Path) -> Result<JournalConfig
     Ok(config)
 }
 
+/// Refuses, before anything is read or created there, a path that is not a
+/// volume's directory: missing, not a directory, or without a volume's meta.
+pub fn check_volume_dir(path: &Path) -> Result<()> {
+    let not = |reason: &str| {
+        Err(VolumeError::Layout {
+            path: path.to_owned(),
+            reason: reason.into(),
+        })
+    };
+    match fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => not("does not exist"),
+        Err(e) => Err(io_err(format!("stat {}", path.display()))(e)),
+        Ok(md) if !md.is_dir() => not("is not a directory, so not a jfs volume"),
+        Ok(_) if !path.join(META_DIR).is_dir() => {
+            not("is not a jfs volume (it has no meta directory)")
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
 fn lock_volume(path: &Path) -> Result<File> {
+    check_volume_dir(path)?;
     let lock_path = path.join(LOCK_FILE);
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(&lock_path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                VolumeError::Layout {
-                    path: path.to_owned(),
-                    reason: "is not a jfs volume".into(),
-                }
-            } else {
-                VolumeError::Io {
-                    context: format!("open {}", lock_path.display()),
-                    source: e,
-                }
-            }
-        })?;
+        .map_err(io_err(format!("open {}", lock_path.display())))?;
     // A process that forks holds a copy of every open file until the child
     // execs, this lock included; a lock that frees up within a moment was
     // such a copy, not a process using the volume.
@@ -1265,24 +1274,10 @@ fn meta_position(meta: &sled::Db, meta_path: &Path, key: &str) -> Result<Option<
 /// `None` when one does (its meta is theirs then). Holds the volume's lock
 /// for the read, without waiting for it.
 pub fn peek_role(path: &Path) -> Result<Option<Role>> {
+    check_volume_dir(path)?;
     let lock_path = path.join(LOCK_FILE);
     let meta_path = path.join(META_DIR);
-    let lock = match File::open(&lock_path) {
-        Ok(f) if meta_path.is_dir() => f,
-        Ok(_) => {
-            return Err(VolumeError::Layout {
-                path: path.to_owned(),
-                reason: "is not a jfs volume".into(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(VolumeError::Layout {
-                path: path.to_owned(),
-                reason: "is not a jfs volume".into(),
-            })
-        }
-        Err(e) => return Err(io_err(format!("open {}", lock_path.display()))(e)),
-    };
+    let lock = File::open(&lock_path).map_err(io_err(format!("open {}", lock_path.display())))?;
     match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
         Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),

@@ -249,6 +249,23 @@ pub fn real_sources(files: usize) -> Vec<PathBuf> {
     picked
 }
 
+/// Every entry below `p` (directories included), relative to it, sorted.
+pub fn walk_paths(p: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            out.push(e.path().strip_prefix(root).unwrap().to_owned());
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(p, p, &mut out);
+    out.sort();
+    out
+}
+
 /// Entries below `p`, directories included.
 pub fn walk_count(p: &Path) -> usize {
     std::fs::read_dir(p)
