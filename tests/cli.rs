@@ -188,6 +188,22 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         !dir.path().join("x").exists(),
         "a failed materialize left a directory"
     );
+    // Into the volume itself, by its own path or through a link to it: the
+    // tree would change behind the journal's back.
+    std::os::unix::fs::symlink(vol.join("tree"), dir.path().join("link")).unwrap();
+    for dest in [vol.join("tree/www/copy"), dir.path().join("link/copy")] {
+        let err = fails(
+            "jfs-replica",
+            &[&"materialize", &vol, &"--at", &"1", &dest],
+            1,
+        );
+        assert!(err.contains("is inside the volume"), "{err}");
+        assert!(!vol.join("tree/copy").exists() && !vol.join("tree/www/copy").exists());
+        let err = fails("jfs-replica", &[&"image", &vol, &dest], 1);
+        assert!(err.contains("is inside the volume"), "{err}");
+        assert!(!vol.join("tree/copy").exists() && !vol.join("tree/www/copy").exists());
+    }
+    ok("jfs-replica", &[&"verify", &vol]);
     let err = fails("jfs-master", &[&"snapshot", &vol, &"create", &"42"], 1);
     assert!(err.contains("not all digits"), "{err}");
     let err = fails("jfs-master", &[&"snapshot", &vol, &"create", &"../x"], 1);

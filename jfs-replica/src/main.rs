@@ -244,6 +244,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Materialize { vol, at, dest } => {
             let journal = open_journal(&vol)?;
+            outside_volume(&vol, &dest)?;
             let seq = resolve_target(&journal, &parse_target(&at))?;
             let bar = progress(seq, "materialize");
             let pos = materialize_journal(&journal, seq, &dest, |s| bar.set_position(s))
@@ -390,6 +391,37 @@ fn asker(
     }
 }
 
+/// Refuses a destination (of materialize, of an image) inside the volume:
+/// files made there would change its tree behind its journal's back.
+fn outside_volume(vol: &Path, dest: &Path) -> Result<()> {
+    let volume = vol
+        .canonicalize()
+        .with_context(|| format!("resolve {}", vol.display()))?;
+    let resolved = match dest.canonicalize() {
+        Ok(d) => d,
+        Err(_) => {
+            // Not there yet: where it would be made. A parent that is missing
+            // too is for materialize to report.
+            let parent = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            match (parent.canonicalize(), dest.file_name()) {
+                (Ok(p), Some(name)) => p.join(name),
+                _ => return Ok(()),
+            }
+        }
+    };
+    if resolved.starts_with(&volume) {
+        anyhow::bail!(
+            "{} is inside the volume {}; write it outside the volume",
+            dest.display(),
+            vol.display()
+        );
+    }
+    Ok(())
+}
+
 fn open_journal(vol: &Path) -> Result<Journal> {
     libjfs::volume::check_volume_dir(vol)?;
     Journal::open_read_only(&vol.join(JOURNAL_DIR), None)
@@ -478,6 +510,8 @@ fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
 }
 
 fn write_image(vol: &Path, file: &Path) -> Result<()> {
+    libjfs::volume::check_volume_dir(vol)?;
+    outside_volume(vol, file)?;
     // Relative to where the command runs, also for the following process.
     let file = std::path::absolute(file).context("resolve the image path")?;
     let req = libjfs::admin::Request::Image {
