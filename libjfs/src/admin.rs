@@ -81,6 +81,12 @@ pub type Handler = Arc<dyn Fn(Request) -> Result<Value, String> + Send + Sync>;
 /// A running admin socket; dropping it stops the server and removes the file.
 pub struct AdminServer {
     path: PathBuf,
+    /// The listening socket, to wake the accept loop by shutting it down:
+    /// connecting to `path` would not reach it if the file was removed.
+    listener: UnixListener,
+    /// Device and inode of the socket file made, so that only that file is
+    /// removed at the end, not one another process made at the same path.
+    file: (u64, u64),
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -100,9 +106,10 @@ pub fn serve(volume: &Path, handler: Handler) -> io::Result<AdminServer> {
     }
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let file = identity(&path)?;
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
-        let stop = stop.clone();
+        let (stop, listener) = (stop.clone(), listener.try_clone()?);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
@@ -119,9 +126,18 @@ pub fn serve(volume: &Path, handler: Handler) -> io::Result<AdminServer> {
     };
     Ok(AdminServer {
         path,
+        listener,
+        file,
         stop,
         thread: Some(thread),
     })
+}
+
+/// Device and inode of the file at `path`.
+fn identity(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(path)?;
+    Ok((md.dev(), md.ino()))
 }
 
 fn answer(conn: UnixStream, handler: &Handler) -> io::Result<()> {
@@ -175,12 +191,15 @@ fn json_line(value: &impl Serialize) -> String {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accept loop so it sees the flag: a listening socket shut
+        // down fails its accept (EINVAL), wherever its file went.
+        let _ = rustix::net::shutdown(&self.listener, rustix::net::Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        if identity(&self.path).is_ok_and(|f| f == self.file) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -347,6 +366,35 @@ pub fn rewound_json(r: &crate::volume::Rewound) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stopping does not depend on the socket's file: removed, or replaced
+    /// by another server's, the stop still returns and leaves the other
+    /// server's file alone.
+    #[test]
+    fn a_server_stops_when_its_socket_file_is_gone_or_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let handler: Handler = Arc::new(|_| Ok(serde_json::json!({"seq": 1})));
+        let stop_within = |server: AdminServer| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                drop(server);
+                let _ = tx.send(());
+            });
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("the server did not stop");
+        };
+        let server = serve(dir.path(), handler.clone()).unwrap();
+        std::fs::remove_file(dir.path().join(SOCKET)).unwrap();
+        stop_within(server);
+
+        let first = serve(dir.path(), handler.clone()).unwrap();
+        std::fs::remove_file(dir.path().join(SOCKET)).unwrap();
+        let second = serve(dir.path(), handler).unwrap();
+        stop_within(first);
+        assert_eq!(request(dir.path(), &Request::Status).unwrap()["seq"], 1);
+        drop(second);
+        assert!(!dir.path().join(SOCKET).exists());
+    }
 
     #[test]
     fn requests_and_answers_round_trip() {
