@@ -324,6 +324,13 @@ fn replica_volumes_refuse_what_only_a_master_may_do() {
     // A replica made without `init --master` names no master to follow.
     let err = fails("jfs-replica", &[&"follow", &vol], 1);
     assert!(err.contains("names no master"), "{err}");
+    // Its read-only mount cannot go inside the volume, where it would hide
+    // the tree or the attic from the process that applies records to them.
+    for inside in [vol.join("tree"), vol.join("attic")] {
+        let err = fails("jfs-replica", &[&"follow", &vol, &"--mount", &inside], 1);
+        assert!(err.contains("is inside the volume"), "{err}");
+        assert!(!common::is_mounted(&inside));
+    }
     // A master volume does not follow anything.
     let master = dir.path().join("master");
     ok("jfs-master", &[&"init", &master]);

@@ -126,6 +126,16 @@ fn bad_mount_points_and_second_mounts_are_refused() {
         2,
     );
     assert!(err.contains("unknown sync policy"), "{err}");
+    // Inside the volume the mount would hide from the server the files it
+    // serves (over VOL/tree it hung): the empty tree, a directory in it, the
+    // attic.
+    fs::create_dir(vol.join("tree/sub")).unwrap();
+    for inside in [vol.join("tree"), vol.join("tree/sub"), vol.join("attic")] {
+        let err = fails("jfs-master", &[&"mount", &vol, &inside], 1);
+        assert!(err.contains("is inside the volume"), "{err}");
+        assert!(!common::is_mounted(&inside));
+    }
+    fs::remove_dir(vol.join("tree/sub")).unwrap();
 
     let m = MountedMaster::start(&vol, &mnt, &[]);
     // The same volume a second time, elsewhere.

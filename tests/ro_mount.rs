@@ -661,6 +661,13 @@ fn mount_points_are_checked() {
     fs::write(full.join("f"), b"").unwrap();
     let e = ReadOnlyMount::mount(&tree, &full, "x", gate.clone()).err();
     assert!(e.unwrap().to_string().contains("not empty"));
+    // Over the tree it serves, or a directory in it.
+    fs::create_dir(tree.join("sub")).unwrap();
+    for inside in [tree.clone(), tree.join("sub")] {
+        let e = ReadOnlyMount::mount(&tree, &inside, "x", gate.clone()).err();
+        assert!(e.unwrap().to_string().contains("is inside the volume"));
+        assert!(!common::is_mounted(&inside));
+    }
     let mnt = dir.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let m = ReadOnlyMount::mount(&tree, &mnt, "x", gate.clone()).unwrap();

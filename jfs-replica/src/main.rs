@@ -642,6 +642,10 @@ fn follow(
             v.role()
         );
     }
+    // Before anything changes: the mount point must be usable.
+    if let Some(mnt) = mount {
+        libjfs::fuse::check_mountpoint(mnt, vol_path)?;
+    }
     if let Some(m) = &master {
         v.set_setting(
             follower::SETTING_MASTER,

@@ -665,8 +665,10 @@ impl std::fmt::Display for SyncPolicy {
     }
 }
 
-/// Why a mount point cannot be used.
-pub(crate) fn check_mountpoint(mnt: &Path) -> std::io::Result<()> {
+/// Why `mnt` cannot be used as a mount point serving what is in `volume`
+/// (a volume's directory, or the tree itself): missing, not a directory,
+/// not empty, already a mount, a dead FUSE mount, or inside `volume`.
+pub fn check_mountpoint(mnt: &Path, volume: &Path) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
     use std::os::unix::fs::MetadataExt;
     let md = match std::fs::metadata(mnt) {
@@ -694,6 +696,17 @@ pub(crate) fn check_mountpoint(mnt: &Path) -> std::io::Result<()> {
             ))
         }
     };
+    // Inside the volume, the mount would hide the files it serves from the
+    // process that serves them (or from its applier), and hang or break it.
+    if let (Ok(m), Ok(v)) = (mnt.canonicalize(), volume.canonicalize()) {
+        if m.starts_with(&v) {
+            return Err(Error::other(format!(
+                "mount point {} is inside the volume {}; mount it outside the volume",
+                mnt.display(),
+                volume.display()
+            )));
+        }
+    }
     if !md.is_dir() {
         return Err(Error::other(format!(
             "mount point {} is not a directory",
@@ -731,7 +744,7 @@ pub fn serve(
     on_mounted: impl FnOnce(fuser::SessionUnmounter, Option<std::net::SocketAddr>),
 ) -> std::io::Result<crate::Volume> {
     use std::sync::atomic::{AtomicBool, Ordering};
-    check_mountpoint(mountpoint)?;
+    check_mountpoint(mountpoint, vol.path())?;
     let name = format!("jfs:{}", vol.path().display());
     let vol_path = vol.path().to_owned();
     // Replication: the server reads the journal files; the filesystem only

@@ -1023,7 +1023,7 @@ impl ReadOnlyMount {
         fsname: &str,
         gate: Arc<RwLock<()>>,
     ) -> io::Result<ReadOnlyMount> {
-        crate::fuse::check_mountpoint(mountpoint)?;
+        crate::fuse::check_mountpoint(mountpoint, tree)?;
         raise_nofile_limit();
         let open_root = || {
             rfs::open(
