@@ -49,7 +49,9 @@ impl Head {
 pub type HeadSender = tokio::sync::watch::Sender<Head>;
 
 /// Makes `addr` a socket address, adding the default port when it has none:
-/// `10.0.0.5`, `[::1]`, `host` and `host:7000` all work.
+/// `10.0.0.5`, `[::1]`, `host` and `host:7000` all work. Digits after the
+/// last colon are a port even when out of range (`host:99999`), so that
+/// resolving it says the port is invalid.
 pub fn with_default_port(addr: &str) -> String {
     if addr.parse::<std::net::SocketAddr>().is_ok() {
         return addr.to_owned();
@@ -57,7 +59,9 @@ pub fn with_default_port(addr: &str) -> String {
     match addr.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
         Ok(ip) => std::net::SocketAddr::new(ip, DEFAULT_PORT).to_string(),
         Err(_) => match addr.rsplit_once(':') {
-            Some((_, port)) if port.parse::<u16>().is_ok() => addr.to_owned(),
+            Some((_, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                addr.to_owned()
+            }
             _ => format!("{addr}:{DEFAULT_PORT}"),
         },
     }
@@ -80,4 +84,31 @@ pub fn read_key(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_get_the_default_port_only_when_they_have_none() {
+        for (given, want) in [
+            ("10.0.0.5", "10.0.0.5:7420"),
+            ("10.0.0.5:7000", "10.0.0.5:7000"),
+            ("[::1]", "[::1]:7420"),
+            ("::1", "[::1]:7420"),
+            ("[::1]:7000", "[::1]:7000"),
+            ("master.example", "master.example:7420"),
+            ("master.example:7000", "master.example:7000"),
+            ("127.0.0.1:99999", "127.0.0.1:99999"),
+            ("master.example:0", "master.example:0"),
+        ] {
+            assert_eq!(with_default_port(given), want, "{given}");
+        }
+        use std::net::ToSocketAddrs;
+        let err = with_default_port("127.0.0.1:99999")
+            .to_socket_addrs()
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid port"), "{err}");
+    }
 }
