@@ -156,8 +156,9 @@ fn bad_mount_points_and_second_mounts_are_refused() {
 }
 
 #[test]
-fn sigterm_and_sigint_stop_cleanly_with_the_journal_sealed() {
-    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+fn sigterm_sigint_and_sighup_stop_cleanly_with_the_journal_sealed() {
+    use rustix::process::Signal;
+    for signal in [Signal::TERM, Signal::INT, Signal::HUP] {
         let dir = tempfile::tempdir().unwrap();
         let (vol, mnt) = init(dir.path());
         let mut m = MountedMaster::start(&vol, &mnt, &["--sync", "interval:20"]);

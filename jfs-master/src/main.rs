@@ -45,7 +45,7 @@ enum Command {
         no_history: bool,
     },
     /// Serve the volume's tree at MOUNTPOINT, journaling every change, until
-    /// unmounted (fusermount3 -u, umount, SIGTERM or SIGINT).
+    /// unmounted (fusermount3 -u, umount, SIGTERM, SIGINT or SIGHUP).
     #[command(
         after_help = "Sync policies:\n  fsync         fsync/fdatasync on the mount returns once the journal is durable (default)\n  interval[:MS] the journal is made durable every MS milliseconds (default 100); fsync returns at once\n\nExamples:\n  jfs-master mount /srv/www.jfs /var/www\n  jfs-master mount /srv/www.jfs /var/www --sync interval:50\n  jfs-master mount /srv/www.jfs /var/www --listen 0.0.0.0:7420"
     )]
@@ -563,6 +563,8 @@ fn mount(
         let mut signals = signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGTERM,
             signal_hook::consts::SIGINT,
+            // A closed terminal stops it cleanly too, instead of killing it.
+            signal_hook::consts::SIGHUP,
         ])
         .expect("install signal handlers");
         std::thread::spawn(move || {

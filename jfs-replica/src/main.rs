@@ -78,7 +78,7 @@ enum Command {
         image: Option<PathBuf>,
     },
     /// Follow the master: receive, journal and apply its records until stopped
-    /// (SIGTERM, SIGINT), optionally serving the tree read-only at MOUNTPOINT.
+    /// (SIGTERM, SIGINT, SIGHUP), optionally serving the tree read-only at MOUNTPOINT.
     /// When a process already follows the volume, move its pin instead.
     #[command(
         after_help = "A pinned replica keeps receiving records but moves its tree only once it holds\nevery record up to the pin, and then all at once: readers of the mount see the\nold version or the new one, never a mixture.\n\nExamples:\n  jfs-replica follow /srv/www.jfs --mount /var/www\n  jfs-replica follow /srv/www.jfs --until v42          # apply up to snapshot v42 and hold there\n  jfs-replica follow /srv/www.jfs --until v43          # (while following) move the pin to v43\n  jfs-replica follow /srv/www.jfs                      # (while following) follow the head again\n  jfs-replica follow /srv/www.jfs --listen 0.0.0.0:7421 # serve other replicas (cascade)"
@@ -796,6 +796,8 @@ fn follow(
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        // A closed terminal stops it cleanly too, instead of killing it.
+        signal_hook::consts::SIGHUP,
     ])
     .context("install signal handlers")?;
     let signal_handle = signals.handle();
