@@ -620,14 +620,19 @@ fn follow(
     };
     match libjfs::admin::request(vol_path, &pin) {
         Ok(answer) => {
-            match &until {
-                Some(t) => println!(
-                    "{} now holds at {t} (seq {}); it is at {}",
+            match (&until, answer["pin"].as_u64()) {
+                (Some(t), Some(seq)) => println!(
+                    "{} now holds at {t} (seq {seq}); it is at {}",
                     vol_path.display(),
-                    answer["pin"],
                     answer["position"]["seq"]
                 ),
-                None => println!("{} follows its master's head again", vol_path.display()),
+                (Some(t), None) => println!(
+                    "{} now holds its tree at {} until snapshot {t} arrives (its journal \
+                     does not hold it yet)",
+                    vol_path.display(),
+                    answer["position"]["seq"]
+                ),
+                (None, _) => println!("{} follows its master's head again", vol_path.display()),
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -806,11 +811,23 @@ fn follow(
             let _ = stop_tx.send(true);
         }
     });
-    eprintln!(
-        "jfs-replica: following {master} into {} from {}",
-        vol_path.display(),
-        vol.lock().unwrap_or_else(|p| p.into_inner()).head()
-    );
+    {
+        let v = vol.lock().unwrap_or_else(|p| p.into_inner());
+        eprintln!(
+            "jfs-replica: following {master} into {} from {}",
+            vol_path.display(),
+            v.head()
+        );
+        if let Some(t @ libjfs::volume::Target::Snapshot(name)) = &until {
+            if v.resolve(t).is_err() {
+                eprintln!(
+                    "jfs-replica: holding the tree at {} until snapshot {name} arrives \
+                     (the journal does not hold it yet)",
+                    v.applied()
+                );
+            }
+        }
+    }
     let cfg = FollowConfig {
         master,
         key,
@@ -918,6 +935,9 @@ fn status(
             println!("reason   {reason}");
         }
         println!("tree     at {}", pos(&s["position"]));
+        if let Some(until) = r["until"].as_str() {
+            println!("pin      {until}");
+        }
         if r["master"].is_object() {
             println!(
                 "master   {} at {}{}",

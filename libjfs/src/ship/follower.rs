@@ -619,7 +619,7 @@ async fn session(
             }
         }
 
-        let applied = {
+        let (applied, journaled) = {
             let mut v = lock(vol);
             let mut seen: Option<Position> = None;
             let mut received = Vec::new();
@@ -745,7 +745,7 @@ async fn session(
                     changed
                 });
             }
-            applied
+            (applied, v.head())
         };
         if let Some(end) = after {
             return end;
@@ -754,7 +754,14 @@ async fn session(
             let head = s.master_head.unwrap_or(applied);
             s.last_heard = Some(Timestamp::now());
             s.reason = None;
-            let pinned = until_seq.flatten().is_some_and(|u| applied.seq >= u);
+            // Held at the pin; or, for a snapshot its master does not hold
+            // either (all it has is journaled here), where it is until the
+            // snapshot is made.
+            let pinned = match until_seq {
+                Some(Some(u)) => applied.seq >= u,
+                Some(None) => journaled.seq >= head.seq,
+                None => false,
+            };
             if pinned {
                 s.pinned_at.get_or_insert(applied);
             }
