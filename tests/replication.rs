@@ -269,6 +269,17 @@ fn master_volume(dir: &Path) -> (PathBuf, PathBuf) {
     (vol, mnt)
 }
 
+/// A mounted master volume holding the file `a`, and a replica of it made
+/// with `init` (not following yet), in `dir`.
+fn master_and_replica(dir: &Path) -> (PathBuf, PathBuf, Master, PathBuf) {
+    let (vol, mnt) = master_volume(dir);
+    let master = Master::start(&vol, &mnt, &[]);
+    fs::write(mnt.join("a"), b"a").unwrap();
+    let rvol = dir.join("replica");
+    init_replica(&rvol, &master.addr(), &vol);
+    (vol, mnt, master, rvol)
+}
+
 fn erofs<T: std::fmt::Debug>(what: &str, r: std::io::Result<T>) {
     match r {
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) => {}
@@ -782,11 +793,7 @@ fn a_replica_pinned_at_a_snapshot_holds_there_and_catches_up_when_released() {
 #[test]
 fn a_pin_at_a_snapshot_not_made_yet_holds_until_it_is_made() {
     let dir = tempfile::tempdir().unwrap();
-    let (vol, mnt) = master_volume(dir.path());
-    let master = Master::start(&vol, &mnt, &[]);
-    fs::write(mnt.join("a"), b"a").unwrap();
-    let rvol = dir.path().join("replica");
-    init_replica(&rvol, &master.addr(), &vol);
+    let (vol, mnt, master, rvol) = master_and_replica(dir.path());
     let mut replica = follow(&rvol, None, &["--until", "next"]);
     replica.wait_for("until snapshot next arrives", Duration::from_secs(10));
     let (code, s) = wait_state(&rvol, "pinned", Duration::from_secs(30));
@@ -812,11 +819,7 @@ fn a_pin_at_a_snapshot_not_made_yet_holds_until_it_is_made() {
 #[test]
 fn status_exit_codes_tell_stopped_and_lagging_replicas_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let (vol, mnt) = master_volume(dir.path());
-    let master = Master::start(&vol, &mnt, &[]);
-    fs::write(mnt.join("a"), b"a").unwrap();
-    let rvol = dir.path().join("replica");
-    init_replica(&rvol, &master.addr(), &vol);
+    let (vol, mnt, master, rvol) = master_and_replica(dir.path());
     let (code, s) = replica_status(&rvol, &[]);
     assert_eq!(code, 5, "nothing follows yet: {s}");
     assert_eq!(s["replication"]["state"], "stopped", "{s}");
@@ -855,12 +858,8 @@ fn status_exit_codes_tell_stopped_and_lagging_replicas_apart() {
 #[test]
 fn each_tool_refuses_the_other_roles_volumes_served_or_not() {
     let dir = tempfile::tempdir().unwrap();
-    let (vol, mnt) = master_volume(dir.path());
-    let master = Master::start(&vol, &mnt, &[]);
-    fs::write(mnt.join("a"), b"a").unwrap();
+    let (vol, mnt, master, rvol) = master_and_replica(dir.path());
     fs::write(mnt.join("b"), b"b").unwrap();
-    let rvol = dir.path().join("replica");
-    init_replica(&rvol, &master.addr(), &vol);
     let head = master_head(&vol);
 
     let refused = |tool: &str, cmd: &[&str], vol: &Path, other: &str| {
