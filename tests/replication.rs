@@ -816,6 +816,50 @@ fn a_pin_at_a_snapshot_not_made_yet_holds_until_it_is_made() {
     master.unmount();
 }
 
+/// A replica writing an image holds its volume (nothing is applied
+/// meanwhile), but its status still answers, with the figures the image
+/// is taken at. The image goes to a FIFO that nothing reads until the test
+/// lets it go, so that it holds the volume for as long as the test needs.
+#[test]
+fn status_answers_while_an_image_holds_the_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, _mnt, master, rvol) = master_and_replica(dir.path());
+    let mut replica = follow(&rvol, None, &[]);
+    let head = wait_converged(&vol, &[&rvol], CONVERGE);
+    let img = dir.path().join("img");
+    let fifo = libjfs::image::partial_path(&img);
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success(), "mkfifo {}", fifo.display());
+    let mut image = Proc::spawn("jfs-replica", &[&"image", &rvol, &img], None);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let (code, s) = replica_status(&rvol, &[]);
+        assert_eq!(code, 0, "{s}");
+        if s["busy"].is_object() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "status never said busy: {s}");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(s["busy"]["task"], "writing an image", "{s}");
+    assert_eq!(pos(&s["position"]), head, "{s}");
+    assert_eq!(pos(&s["journal"]["head"]), head, "{s}");
+    assert_eq!(s["replication"]["state"], "following", "{s}");
+
+    // Let the image go (it then fails: a FIFO cannot be synced); status
+    // comes from the volume again.
+    let drained = thread::spawn(move || fs::read(&fifo).unwrap().len());
+    let st = image.wait_exit(Duration::from_secs(60));
+    assert!(drained.join().unwrap() > 0, "the image wrote nothing");
+    assert!(!st.success(), "an image into a FIFO cannot be synced");
+    let (_, s) = replica_status(&rvol, &[]);
+    assert!(s["busy"].is_null(), "{s}");
+    assert_eq!(pos(&s["position"]), head, "{s}");
+    assert!(replica.stop().success(), "{}", replica.stderr());
+    master.unmount();
+}
+
 #[test]
 fn status_exit_codes_tell_stopped_and_lagging_replicas_apart() {
     let dir = tempfile::tempdir().unwrap();

@@ -54,7 +54,7 @@ enum Command {
     },
     /// Write an image of the volume: its tree and attic at its applied position.
     #[command(
-        after_help = "A following replica writes it through its running process (applying pauses\nmeanwhile; its master is not held up); a volume nothing has open is read\ndirectly. A mounted master does not write images: image one of its replicas.\nThe file is written beside FILE and renamed, so it is whole or absent.\n\nExamples:\n  jfs-replica image /srv/www.jfs /backup/www.jfsimg\n  jfs-replica bootstrap /srv/new.jfs --image /backup/www.jfsimg"
+        after_help = "A following replica writes it through its running process (applying pauses\nmeanwhile, and status says so; its master is not held up); a volume nothing\nhas open is read directly. A mounted master does not write images: image one of its replicas.\nThe file is written beside FILE and renamed, so it is whole or absent.\n\nExamples:\n  jfs-replica image /srv/www.jfs /backup/www.jfsimg\n  jfs-replica bootstrap /srv/new.jfs --image /backup/www.jfsimg"
     )]
     Image {
         /// A replica's volume directory, or a master's while it is not mounted.
@@ -727,26 +727,26 @@ fn follow(
         let (vol, state, server) = (vol.clone(), state.clone(), server.clone());
         let gate = gate.clone();
         let mountpoint = mount.map(|m| m.canonicalize().unwrap_or_else(|_| m.to_owned()));
+        let busy = Busy::default();
         libjfs::admin::serve(
             vol_path,
             std::sync::Arc::new(move |req| match req {
                 libjfs::admin::Request::Status => {
-                    let v = vol.lock().unwrap_or_else(|p| p.into_inner());
-                    let mut s = VolumeStatus::of(&v).to_json();
+                    let (mut s, applied) = busy.volume_status(&vol);
                     s["role"] = "replica".into();
                     let f = state.lock().unwrap_or_else(|p| p.into_inner());
-                    s["replication"] = f.to_json(v.applied());
+                    s["replication"] = f.to_json(applied);
                     s["mountpoint"] = mountpoint.as_ref().map(|m| m.display().to_string()).into();
                     if let Some(server) = &server {
                         s["listen"] = server.local_addr().to_string().into();
                         s["replicas"] = server.replicas();
                     }
-                    s["retention"] = libjfs::retention::policy_json(&v);
                     Ok(s)
                 }
                 libjfs::admin::Request::Image { path } => {
                     // Holding the volume pauses applying: the tree stays at one position.
                     let v = vol.lock().unwrap_or_else(|p| p.into_inner());
+                    let _busy = busy.hold(&v, "writing an image");
                     let (header, stats) =
                         libjfs::image::write_volume_file(&v, Path::new(&path), &mut |_| {})
                             .map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;
@@ -872,6 +872,61 @@ fn follow(
 }
 
 /// Moves a following replica's pin, rewinding first when it goes back.
+/// What status says of the volume while a long task (an image) holds it:
+/// nothing can change the volume meanwhile, so its figures as the task took
+/// it are its figures now, and status answers without waiting for the task.
+#[derive(Clone, Default)]
+struct Busy(std::sync::Arc<std::sync::Mutex<Option<(serde_json::Value, libjfs::Position)>>>);
+
+/// Clears the [`Busy`] note when the task ends, however it ends.
+struct BusyGuard(Busy);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl Busy {
+    /// The volume's part of a status, and its applied position.
+    fn of(v: &Volume) -> (serde_json::Value, libjfs::Position) {
+        let mut s = VolumeStatus::of(v).to_json();
+        s["retention"] = libjfs::retention::policy_json(v);
+        (s, v.applied())
+    }
+
+    /// Notes, while `v` is held for `what`, what status should say.
+    fn hold(&self, v: &Volume, what: &str) -> BusyGuard {
+        let (mut s, applied) = Busy::of(v);
+        s["busy"] = serde_json::json!({
+            "task": what,
+            "since": libjfs::Timestamp::now().to_rfc3339(),
+        });
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((s, applied));
+        BusyGuard(self.clone())
+    }
+
+    /// The volume's part of a status: from the volume, or from the note of
+    /// the task that holds it.
+    fn volume_status(
+        &self,
+        vol: &std::sync::Mutex<Volume>,
+    ) -> (serde_json::Value, libjfs::Position) {
+        loop {
+            match vol.try_lock() {
+                Ok(v) => return Busy::of(&v),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Busy::of(&p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            if let Some(noted) = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return noted;
+            }
+            // Held for a moment (applying a group of records).
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 fn move_pin(
     vol: &std::sync::Mutex<Volume>,
     gate: &std::sync::RwLock<()>,
@@ -931,6 +986,12 @@ fn status(
         };
         println!("volume   {}", s["volume_id"].as_str().unwrap_or(""));
         println!("state    {state}");
+        if let Some(task) = s["busy"]["task"].as_str() {
+            println!(
+                "busy     {task} since {} (nothing is applied meanwhile)",
+                s["busy"]["since"].as_str().unwrap_or("?")
+            );
+        }
         if let Some(reason) = r["reason"].as_str() {
             println!("reason   {reason}");
         }
