@@ -54,7 +54,7 @@ enum Command {
     },
     /// Write an image of the volume: its tree and attic at its applied position.
     #[command(
-        after_help = "A following replica writes it through its running process (applying pauses\nmeanwhile, and status says so; its master is not held up); a volume nothing\nhas open is read directly. A mounted master does not write images: image one of its replicas.\nThe file is written beside FILE and renamed, so it is whole or absent.\n\nExamples:\n  jfs-replica image /srv/www.jfs /backup/www.jfsimg\n  jfs-replica bootstrap /srv/new.jfs --image /backup/www.jfsimg"
+        after_help = "A following replica writes it through its running process (applying pauses\nmeanwhile, and status says so; its master is not held up); a volume nothing\nhas open is read directly. A mounted master does not write images: image one\nof its replicas. The file is written beside FILE and renamed, so it is whole\nor absent.\n\nExamples:\n  jfs-replica image /srv/www.jfs /backup/www.jfsimg\n  jfs-replica bootstrap /srv/new.jfs --image /backup/www.jfsimg"
     )]
     Image {
         /// A replica's volume directory, or a master's while it is not mounted.
