@@ -118,9 +118,13 @@ fn init_log_status_snapshot_materialize_verify() {
     ok("jfs-replica", &[&"materialize", &vol, &"--at", &"8", &now]);
     assert_eq!(fs::read(now.join("www/index.html")).unwrap(), b"");
 
-    // verify passes, then catches an edit made behind the journal's back.
+    // verify passes (and removes what a verify cut short left behind), then
+    // catches an edit made behind the journal's back.
+    fs::create_dir_all(vol.join(".jfs-verify-cut/tree/www")).unwrap();
+    fs::write(vol.join(".jfs-verify-cut/tree/www/index.html"), b"x").unwrap();
     let out = ok("jfs-replica", &[&"verify", &vol]);
     assert!(out.contains("tree matches the journal at 8:"), "{out}");
+    assert!(!vol.join(".jfs-verify-cut").exists());
     fs::write(vol.join("tree/www/index.html"), b"defaced").unwrap();
     let out = common::run("jfs-replica", &[&"verify", &vol]);
     assert_eq!(out.status.code(), Some(3));

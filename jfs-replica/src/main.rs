@@ -428,12 +428,27 @@ fn open_journal(vol: &Path) -> Result<Journal> {
         .with_context(|| format!("open the journal of {}", vol.display()))
 }
 
+/// Where verify rebuilds the tree, inside the volume (same filesystem).
+const VERIFY_PREFIX: &str = ".jfs-verify-";
+
 fn verify(vol: &Path) -> Result<ExitCode> {
     // Hold the volume so the tree does not move while it is compared.
     let v = Volume::open(vol).with_context(|| format!("open {}", vol.display()))?;
     let at = v.applied();
+    // The rebuilt tree of a verify that was cut short (Ctrl-C): none runs
+    // now, as this one holds the volume.
+    for e in std::fs::read_dir(vol).with_context(|| format!("read {}", vol.display()))? {
+        let e = e?;
+        if e.file_name()
+            .as_encoded_bytes()
+            .starts_with(VERIFY_PREFIX.as_bytes())
+        {
+            std::fs::remove_dir_all(e.path())
+                .with_context(|| format!("remove {}", e.path().display()))?;
+        }
+    }
     let scratch = tempfile::Builder::new()
-        .prefix(".jfs-verify-")
+        .prefix(VERIFY_PREFIX)
         .tempdir_in(vol)
         .context("create a scratch directory in the volume")?;
     let dest = scratch.path().join("tree");
