@@ -860,6 +860,52 @@ fn status_answers_while_an_image_holds_the_volume() {
     master.unmount();
 }
 
+/// A replica whose tree was changed behind its journal's back (a file
+/// removed by hand) stops at the first record the tree refuses: broken, at
+/// the position before it, with the reason and what to do, and nothing of
+/// that record or any later one applied.
+#[test]
+fn a_tree_changed_behind_the_journal_breaks_the_replica_visibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt, master, rvol) = master_and_replica(dir.path());
+    fs::write(mnt.join("b"), b"b").unwrap();
+    let mut replica = follow(&rvol, None, &[]);
+    let before = wait_converged(&vol, &[&rvol], CONVERGE);
+    assert!(replica.stop().success(), "{}", replica.stderr());
+
+    fs::remove_file(rvol.join("tree/a")).unwrap();
+    fs::write(mnt.join("a"), b"changed").unwrap();
+    fs::write(mnt.join("b"), b"changed too").unwrap();
+    let out = run("jfs-replica", &[&"follow", &rvol]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("is broken at") && err.contains("the tree refused a record"),
+        "{err}"
+    );
+    assert!(
+        err.contains("jfs-replica verify") && err.contains("jfs-replica bootstrap"),
+        "{err}"
+    );
+    let (code, s) = replica_status(&rvol, &[]);
+    assert_eq!(code, 3, "{s}");
+    assert_eq!(s["replication"]["state"], "broken", "{s}");
+    assert_eq!(pos(&s["position"]), before, "{s}");
+    assert!(
+        !rvol.join("tree/a").exists(),
+        "the refused record was applied"
+    );
+    assert_eq!(
+        fs::read(rvol.join("tree/b")).unwrap(),
+        b"b",
+        "a later record was applied"
+    );
+    let out = run("jfs-replica", &[&"verify", &rvol]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a: only in"));
+    master.unmount();
+}
+
 #[test]
 fn status_exit_codes_tell_stopped_and_lagging_replicas_apart() {
     let dir = tempfile::tempdir().unwrap();

@@ -873,7 +873,15 @@ fn follow(
                 "jfs-replica: {} is broken at {at}: {reason}",
                 vol_path.display()
             );
-            if reason.contains(libjfs::ship::wire::Refusal::Trimmed.as_str()) {
+            let tree_refused = reason.starts_with(follower::TREE_REFUSED);
+            if tree_refused {
+                eprintln!(
+                    "jfs-replica: its tree is not what its journal says (changed behind the \
+                     journal's back?); `jfs-replica verify {}` lists the differences",
+                    vol_path.display()
+                );
+            }
+            if tree_refused || reason.contains(libjfs::ship::wire::Refusal::Trimmed.as_str()) {
                 eprintln!(
                     "jfs-replica: to rebuild it: jfs-replica bootstrap {} --from ADDR \
                      (a replica that follows with --listen) or --image FILE",
