@@ -251,13 +251,9 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let mut s = admin(&vol, Request::Status)
                 .with_context(|| format!("status of {}", vol.display()))?;
-            if s["role"] == "replica" {
-                anyhow::bail!(
-                    "{} is a replica volume; use `jfs-replica status {}`",
-                    vol.display(),
-                    vol.display()
-                );
-            }
+            let role = libjfs::admin::status_role(&s);
+            libjfs::admin::expect_role(&vol, role, Role::Master, "status")
+                .map_err(anyhow::Error::msg)?;
             add_retention_usage(&vol, &mut s);
             if json {
                 println!("{s}");
@@ -468,14 +464,8 @@ fn asker(
 /// Refuses a replica volume for `command`, which would act on it as on a
 /// master's (a rewind journaled, a trim by the master's cursors).
 fn master_only(vol: &std::path::Path, command: &str) -> Result<()> {
-    if libjfs::admin::role_of(vol).map_err(anyhow::Error::msg)? == Some(Role::Replica) {
-        anyhow::bail!(
-            "{} is a replica volume; use `jfs-replica {command} {}`",
-            vol.display(),
-            vol.display()
-        );
-    }
-    Ok(())
+    let role = libjfs::admin::role_of(vol).map_err(anyhow::Error::msg)?;
+    libjfs::admin::expect_role(vol, role, Role::Master, command).map_err(anyhow::Error::msg)
 }
 
 /// Asks the process that has the volume mounted, or, when none does, opens

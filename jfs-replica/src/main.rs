@@ -352,14 +352,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// Refuses a master volume for `command`, which would act on it as on a
 /// replica's (a rewind of the tree alone, a trim by a replica's cursors).
 fn replica_only(vol: &Path, command: &str) -> Result<()> {
-    if libjfs::admin::role_of(vol).map_err(anyhow::Error::msg)? == Some(Role::Master) {
-        anyhow::bail!(
-            "{} is a master volume; use `jfs-master {command} {}`",
-            vol.display(),
-            vol.display()
-        );
-    }
-    Ok(())
+    let role = libjfs::admin::role_of(vol).map_err(anyhow::Error::msg)?;
+    libjfs::admin::expect_role(vol, role, Role::Replica, command).map_err(anyhow::Error::msg)
 }
 
 /// Asks the process that follows the volume, or, when none does, the
@@ -989,13 +983,8 @@ fn status(
         }
         Err(e) => return Err(e).with_context(|| format!("status of {}", vol.display())),
     };
-    if s["role"] == "master" {
-        anyhow::bail!(
-            "{} is a master volume; use `jfs-master status {}`",
-            vol.display(),
-            vol.display()
-        );
-    }
+    let role = libjfs::admin::status_role(&s);
+    libjfs::admin::expect_role(vol, role, Role::Replica, "status").map_err(anyhow::Error::msg)?;
     let mut s = s;
     add_retention_usage(vol, &mut s);
     let r = &s["replication"];

@@ -274,15 +274,36 @@ pub fn request_within(volume: &Path, req: &Request, limit: Duration) -> Result<V
 /// open without serving it: its role cannot be read then without waiting.
 pub fn role_of(volume: &Path) -> Result<Option<crate::Role>, String> {
     match request(volume, &Request::Status) {
-        Ok(s) => Ok(match s["role"].as_str() {
-            Some("master") => Some(crate::Role::Master),
-            Some("replica") => Some(crate::Role::Replica),
-            _ => None,
-        }),
+        Ok(s) => Ok(status_role(&s)),
         Err(AdminError::NotServed(_)) => {
             crate::volume::peek_role(volume).map_err(|e| e.to_string())
         }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The role a status answer names.
+pub fn status_role(status: &Value) -> Option<crate::Role> {
+    crate::Role::parse(status["role"].as_str()?.as_bytes())
+}
+
+/// Refuses `command` on a volume whose role is known and not `want`,
+/// naming the tool that acts on it: run by the tool of the wrong role,
+/// a rewind or a trim would act on the volume as on its own kind.
+pub fn expect_role(
+    volume: &Path,
+    role: Option<crate::Role>,
+    want: crate::Role,
+    command: &str,
+) -> Result<(), String> {
+    match role {
+        Some(r) if r != want => Err(format!(
+            "{} is a {r} volume; use `{} {command} {}`",
+            volume.display(),
+            r.tool(),
+            volume.display()
+        )),
+        _ => Ok(()),
     }
 }
 

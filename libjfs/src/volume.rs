@@ -72,6 +72,23 @@ impl Role {
             Role::Replica => "replica",
         }
     }
+
+    /// The role named `s` (`master`, `replica`).
+    pub fn parse(s: &[u8]) -> Option<Role> {
+        match s {
+            b"master" => Some(Role::Master),
+            b"replica" => Some(Role::Replica),
+            _ => None,
+        }
+    }
+
+    /// The command-line tool that acts on volumes of this role.
+    pub fn tool(&self) -> &'static str {
+        match self {
+            Role::Master => "jfs-master",
+            Role::Replica => "jfs-replica",
+        }
+    }
 }
 
 impl std::fmt::Display for Role {
@@ -1241,16 +1258,11 @@ fn read_identity(meta: &sled::Db, meta_path: &Path) -> Result<(VolumeId, Role)> 
                 reason: "volume id is not 16 bytes".into(),
             })?,
     );
-    let role = match get(KEY_ROLE)?.as_ref() {
-        b"master" => Role::Master,
-        b"replica" => Role::Replica,
-        other => {
-            return Err(VolumeError::Layout {
-                path: meta_path.to_owned(),
-                reason: format!("unknown role {:?}", String::from_utf8_lossy(other)),
-            })
-        }
-    };
+    let role = get(KEY_ROLE)?;
+    let role = Role::parse(&role).ok_or_else(|| VolumeError::Layout {
+        path: meta_path.to_owned(),
+        reason: format!("unknown role {:?}", String::from_utf8_lossy(&role)),
+    })?;
     Ok((id, role))
 }
 

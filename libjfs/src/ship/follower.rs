@@ -931,13 +931,13 @@ pub fn repin(
     Ok(answer)
 }
 
-/// A failure to journal or apply: a full disk or an I/O error may pass and
-/// is retried; a record the tree refuses means the tree is not what the
-/// journal says, and the replica is broken.
 /// How the reason of a replica broken by its own tree begins: the tree is
 /// not what its journal says (changed behind the journal's back).
 pub const TREE_REFUSED: &str = "the tree refused a record";
 
+/// A failure to journal or apply: a full disk or an I/O error may pass and
+/// is retried; a record the tree refuses means the tree is not what the
+/// journal says, and the replica is broken.
 fn stalled_or_broken(state: &Mutex<FollowState>, e: VolumeError) -> End {
     let text = with_causes(&e);
     let refused = matches!(&e, VolumeError::Apply(a) if a.is_refusal())
