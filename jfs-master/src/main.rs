@@ -11,8 +11,6 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use libjfs::admin::{AdminError, Request};
 use libjfs::inspect::{entry_json, VolumeStatus};
-use libjfs::journal::Journal;
-use libjfs::volume::JOURNAL_DIR;
 use libjfs::{Role, Volume};
 
 #[derive(Parser)]
@@ -577,8 +575,7 @@ fn mount(
 }
 
 fn log(vol: &std::path::Path, from: u64, json: bool) -> Result<()> {
-    libjfs::volume::check_volume_dir(vol)?;
-    let journal = Journal::open_read_only(&vol.join(JOURNAL_DIR), None)
+    let journal = libjfs::volume::read_journal(vol)
         .with_context(|| format!("open the journal of {}", vol.display()))?;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());

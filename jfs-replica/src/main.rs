@@ -388,25 +388,7 @@ fn asker(
 /// Refuses a destination (of materialize, of an image) inside the volume:
 /// files made there would change its tree behind its journal's back.
 fn outside_volume(vol: &Path, dest: &Path) -> Result<()> {
-    let volume = vol
-        .canonicalize()
-        .with_context(|| format!("resolve {}", vol.display()))?;
-    let resolved = match dest.canonicalize() {
-        Ok(d) => d,
-        Err(_) => {
-            // Not there yet: where it would be made. A parent that is missing
-            // too is for materialize to report.
-            let parent = dest
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            match (parent.canonicalize(), dest.file_name()) {
-                (Ok(p), Some(name)) => p.join(name),
-                _ => return Ok(()),
-            }
-        }
-    };
-    if resolved.starts_with(&volume) {
+    if libjfs::volume::lies_inside(dest, vol) {
         anyhow::bail!(
             "{} is inside the volume {}; write it outside the volume",
             dest.display(),
@@ -417,8 +399,7 @@ fn outside_volume(vol: &Path, dest: &Path) -> Result<()> {
 }
 
 fn open_journal(vol: &Path) -> Result<Journal> {
-    libjfs::volume::check_volume_dir(vol)?;
-    Journal::open_read_only(&vol.join(JOURNAL_DIR), None)
+    libjfs::volume::read_journal(vol)
         .with_context(|| format!("open the journal of {}", vol.display()))
 }
 

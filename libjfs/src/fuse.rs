@@ -698,14 +698,12 @@ pub fn check_mountpoint(mnt: &Path, volume: &Path) -> std::io::Result<()> {
     };
     // Inside the volume, the mount would hide the files it serves from the
     // process that serves them (or from its applier), and hang or break it.
-    if let (Ok(m), Ok(v)) = (mnt.canonicalize(), volume.canonicalize()) {
-        if m.starts_with(&v) {
-            return Err(Error::other(format!(
-                "mount point {} is inside the volume {}; mount it outside the volume",
-                mnt.display(),
-                volume.display()
-            )));
-        }
+    if crate::volume::lies_inside(mnt, volume) {
+        return Err(Error::other(format!(
+            "mount point {} is inside the volume {}; mount it outside the volume",
+            mnt.display(),
+            volume.display()
+        )));
     }
     if !md.is_dir() {
         return Err(Error::other(format!(

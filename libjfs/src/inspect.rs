@@ -11,7 +11,7 @@ use crate::journal::{Entry, Journal};
 use crate::path::{escape_bytes, Node};
 use crate::position::Position;
 use crate::record::{Marker, Op};
-use crate::volume::{peek_applied, Target, VolumeError, JOURNAL_DIR};
+use crate::volume::{peek_applied, Target, VolumeError};
 
 /// A volume's state as its files show it.
 #[derive(Clone, Debug)]
@@ -30,8 +30,7 @@ pub struct VolumeStatus {
 
 impl VolumeStatus {
     pub fn read(volume: &Path) -> Result<VolumeStatus, VolumeError> {
-        crate::volume::check_volume_dir(volume)?;
-        let journal = Journal::open_read_only(&volume.join(JOURNAL_DIR), None)?;
+        let journal = crate::volume::read_journal(volume)?;
         let segments = journal.segments();
         Ok(VolumeStatus {
             volume_id: journal.volume_id(),

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::applier::Applier;
 use crate::journal::Journal;
 use crate::position::Position;
-use crate::volume::{VolumeError, JOURNAL_DIR};
+use crate::volume::VolumeError;
 
 /// Replays records `1..=at` of the journal in `journal_dir` into `dest`, which
 /// must not exist or be an empty directory. `progress` is told each applied seq.
@@ -89,7 +89,7 @@ pub fn materialize(
     dest: &Path,
     progress: impl FnMut(u64),
 ) -> Result<Position, VolumeError> {
-    let journal = Journal::open_read_only(&volume.join(JOURNAL_DIR), None)?;
+    let journal = crate::volume::read_journal(volume)?;
     materialize_journal(&journal, at, dest, progress)
 }
 

@@ -1094,6 +1094,30 @@ pub fn check_volume_dir(path: &Path) -> Result<()> {
     }
 }
 
+/// The journal of the volume at `path`, opened to read while another
+/// process may be writing it; a path that is not a volume is refused first.
+pub fn read_journal(path: &Path) -> Result<Journal> {
+    check_volume_dir(path)?;
+    Ok(Journal::open_read_only(&path.join(JOURNAL_DIR), None)?)
+}
+
+/// Whether `path` is `dir` or lies below it, through symlinks. A path that
+/// does not exist yet counts where it would be made (in its parent); `false`
+/// when neither can be resolved.
+pub fn lies_inside(path: &Path, dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    let resolved = path.canonicalize().ok().or_else(|| {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Some(parent.canonicalize().ok()?.join(path.file_name()?))
+    });
+    resolved.is_some_and(|p| p.starts_with(dir))
+}
+
 fn lock_volume(path: &Path) -> Result<File> {
     check_volume_dir(path)?;
     let lock_path = path.join(LOCK_FILE);
@@ -1303,4 +1327,27 @@ pub fn peek_role(path: &Path) -> Result<Option<Role>> {
 /// (for status while another process has it open).
 pub fn peek_applied(path: &Path) -> Result<Option<Position>> {
     Ok(read_slot(&path.join(SLOT_FILE))?.map(|s| s.applied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lies_inside_resolves_links_and_paths_not_made_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        fs::create_dir_all(vol.join("tree")).unwrap();
+        fs::create_dir(dir.path().join("vol2")).unwrap();
+        std::os::unix::fs::symlink(vol.join("tree"), dir.path().join("link")).unwrap();
+        assert!(lies_inside(&vol, &vol));
+        assert!(lies_inside(&vol.join("tree"), &vol));
+        assert!(lies_inside(&vol.join("tree/not-yet"), &vol));
+        assert!(lies_inside(&dir.path().join("link/not-yet"), &vol));
+        // A sibling whose name starts the same is not inside.
+        assert!(!lies_inside(&dir.path().join("vol2"), &vol));
+        assert!(!lies_inside(&dir.path().join("vol2/x"), &vol));
+        assert!(!lies_inside(&dir.path().join("missing/x"), &vol));
+        assert!(!lies_inside(&vol, &dir.path().join("missing")));
+    }
 }

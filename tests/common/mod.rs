@@ -266,21 +266,13 @@ pub fn walk_paths(p: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Entries below `p`, directories included.
+/// Entries below `p`, directories included; 0 when `p` is no directory.
 pub fn walk_count(p: &Path) -> usize {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.map(|e| {
-                let e = e.unwrap();
-                if e.file_type().unwrap().is_dir() {
-                    1 + walk_count(&e.path())
-                } else {
-                    1
-                }
-            })
-            .sum()
-        })
-        .unwrap_or(0)
+    if p.is_dir() {
+        walk_paths(p).len()
+    } else {
+        0
+    }
 }
 
 /// What people do to a tree after copying it in, run in `dir` (which holds
