@@ -873,15 +873,18 @@ fn follow(
 /// What status says of the volume while a long task (an image) holds it:
 /// nothing can change the volume meanwhile, so its figures as the task took
 /// it are its figures now, and status answers without waiting for the task.
-#[derive(Clone, Default)]
-struct Busy(std::sync::Arc<std::sync::Mutex<Option<(serde_json::Value, libjfs::Position)>>>);
+#[derive(Default)]
+struct Busy(std::sync::Arc<BusyNote>);
+
+/// The volume's part of a status, and its applied position, while held.
+type BusyNote = std::sync::Mutex<Option<(serde_json::Value, libjfs::Position)>>;
 
 /// Clears the [`Busy`] note when the task ends, however it ends.
-struct BusyGuard(Busy);
+struct BusyGuard(std::sync::Arc<BusyNote>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -901,7 +904,7 @@ impl Busy {
             "since": libjfs::Timestamp::now().to_rfc3339(),
         });
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((s, applied));
-        BusyGuard(self.clone())
+        BusyGuard(self.0.clone())
     }
 
     /// The volume's part of a status: from the volume, or from the note of
