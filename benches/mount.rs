@@ -41,7 +41,9 @@
 //!
 //! Environment: `JFS_BENCH_SCALE` (float, default 1.0) scales the 1 GiB, the
 //! 20,000 files and the ~5,000 files of the tree; `JFS_BENCH_DIR` (default
-//! `/var/tmp`) is where the scratch directory goes. Needs root (drop_caches,
+//! `/var/tmp`) is where the scratch directory goes; `JFS_BENCH_WAKE_HERE=Y`
+//! or `N` sets the kernel's FUSE `wake_here` for the run (see
+//! docs/PERFORMANCE.md), which otherwise stays as the machine has it. Needs root (drop_caches,
 //! FUSE mounts). MB is 10^6 bytes, MiB 2^20.
 
 mod common;
@@ -80,8 +82,11 @@ fn main() -> Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     // Declared before the mounts: dropped after them, it removes everything.
     let _scratch = Scratch(dir.clone());
+    // Also before the mounts: they read it when they start.
+    let wake_here = common::WakeHere::from_env()?;
 
     print_machine(&dir, scale)?;
+    println!("fuse wake_here: {}", wake_here.describe());
     println!(
         "binaries:      cargo build --release --workspace --bins took {:.1} s (not in the total below)",
         secs(build_time)
@@ -921,11 +926,9 @@ fn print_machine(dir: &Path, scale: f64) -> Result<()> {
         "machine:       nproc {nproc}, kernel {}, cpu {cpu}, memory {mem}, cpuidle driver {idle}",
         kernel.trim()
     );
-    println!("               (FUSE requests wake the other process on another CPU: in a VM whose idle vCPUs");
-    println!("               halt at once, each wakeup is slow, and FUSE figures are worse on an idle machine");
-    println!(
-        "               than a busy one; see docs/PERFORMANCE.md, \"What the figures depend on\")"
-    );
+    println!("               (unless fuse wake_here is Y, FUSE requests wake the other process on another CPU:");
+    println!("               in a VM whose idle vCPUs halt at once, each wakeup is slow, and FUSE figures are");
+    println!("               worse on an idle machine than a busy one; see docs/PERFORMANCE.md)");
     match mount {
         Some((dev, mp, fstype, opts)) => println!(
             "bench dir:     {} on {dev} ({fstype}, mounted at {}, {opts})",

@@ -36,7 +36,9 @@
 //! Environment: `JFS_BENCH_SCALE` (float, default 1.0) scales the steady
 //! run's length, the burst, the catch-up's files and the tree (the 100
 //! changed files stay 100 unless the tree is smaller); `JFS_BENCH_DIR`
-//! (default `/var/tmp`) is where the scratch directory goes. Needs FUSE
+//! (default `/var/tmp`) is where the scratch directory goes;
+//! `JFS_BENCH_WAKE_HERE=Y` or `N` sets the kernel's FUSE `wake_here` for
+//! the run (see docs/PERFORMANCE.md). Needs FUSE
 //! (root or fusermount3) and `rsync` for section 4 (skipped without it).
 //! MB is 10^6 bytes, KiB 2^10.
 
@@ -90,6 +92,8 @@ fn main() -> Result<()> {
     let _scratch = Scratch(dir.clone());
     let wake = dir.join("wake");
     fs::create_dir(&wake)?;
+    // Before the mounts, which read it when they start.
+    let wake_here = common::WakeHere::from_env()?;
 
     let (nproc, kernel, cpu, mem) = common::machine();
     println!("== jfs replication benchmark (loopback)");
@@ -107,6 +111,7 @@ fn main() -> Result<()> {
         secs(build_time)
     );
     println!("bench dir:     {}", dir.display());
+    println!("fuse wake_here: {}", wake_here.describe());
     println!("load average:  {} at the start", loadavg());
     let rsync = rsync_version();
     match &rsync {

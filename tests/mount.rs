@@ -319,12 +319,13 @@ fn fsx_binary() -> PathBuf {
         )
 }
 
-#[test]
-fn fsx_runs_clean_and_the_journal_replays_to_the_same_file() {
+/// fsx on a fresh mount with `readers` threads reading requests, then the
+/// journal must replay to the same tree.
+fn fsx_on_a_mount_with(readers: &str) {
     let fsx = fsx_binary();
     let dir = tempfile::tempdir().unwrap();
     let (vol, mnt) = init(dir.path());
-    let m = MountedMaster::start(&vol, &mnt, &[]);
+    let m = MountedMaster::start(&vol, &mnt, &["--fuse-readers", readers]);
     let t = Instant::now();
     let out = Command::new(&fsx)
         .args(["-N", "100000", "-S", "20261121", "-P"])
@@ -336,11 +337,109 @@ fn fsx_runs_clean_and_the_journal_replays_to_the_same_file() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && text.contains("All operations completed A-OK!"),
-        "fsx failed:\n{text}"
+        "fsx failed with --fuse-readers {readers}:\n{text}"
     );
-    eprintln!("fsx: 100000 operations in {:?}", t.elapsed());
+    eprintln!(
+        "fsx: 100000 operations with --fuse-readers {readers} in {:?}",
+        t.elapsed()
+    );
     m.unmount();
     assert_replays(&vol, dir.path());
+}
+
+#[test]
+fn fsx_runs_clean_and_the_journal_replays_to_the_same_file() {
+    fsx_on_a_mount_with("8");
+}
+
+/// One reader hands fsx's large reads and writes, truncates, copies and
+/// allocations to workers, and answers the rest itself.
+#[test]
+fn fsx_runs_clean_with_one_reader_handing_long_requests_on() {
+    fsx_on_a_mount_with("1");
+}
+
+/// The names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| {
+            let t = t.unwrap().path();
+            fs::read_to_string(t.join("comm"))
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_threads_that_answer_the_kernel_are_as_asked_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, mnt) = init(dir.path());
+    let count =
+        |names: &[String], prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    for (readers, want_readers, want_workers, text) in [
+        (
+            "1",
+            1,
+            8,
+            "threads  1 reading requests, 8 running long ones",
+        ),
+        ("3", 3, 0, "threads  3 reading and answering requests"),
+    ] {
+        let m = MountedMaster::start(&vol, &mnt, &["--fuse-readers", readers]);
+        let status: serde_json::Value =
+            serde_json::from_str(&ok("jfs-master", &[&"status", &vol, &"--json"])).unwrap();
+        assert_eq!(
+            status["fuse_threads"],
+            serde_json::json!({"readers": want_readers, "workers": want_workers}),
+            "--fuse-readers {readers}"
+        );
+        let out = ok("jfs-master", &[&"status", &vol]);
+        assert!(out.contains(text), "--fuse-readers {readers}:\n{out}");
+        // What runs is what status says.
+        let names = thread_names(m.child.as_ref().unwrap().id());
+        assert_eq!(count(&names, "fuser-"), want_readers, "{names:?}");
+        assert_eq!(count(&names, "jfs-long-"), want_workers, "{names:?}");
+        m.unmount();
+    }
+    // auto follows the kernel's setting.
+    let m = MountedMaster::start(&vol, &mnt, &[]);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok("jfs-master", &[&"status", &vol, &"--json"])).unwrap();
+    let one = libjfs::fuse::threads::wakes_here() == Some(true);
+    assert_eq!(
+        status["fuse_threads"]["readers"],
+        if one { 1 } else { 8 },
+        "wake_here {:?}",
+        libjfs::fuse::threads::wakes_here()
+    );
+    let err = m.unmount();
+    if libjfs::fuse::threads::wakes_here().is_some() {
+        assert!(
+            err.contains("wake_here"),
+            "the mount says nothing of the setting:\n{err}"
+        );
+    }
+    // A number that is not one is refused before anything is mounted.
+    for bad in ["0", "many", "257"] {
+        let err = fails(
+            "jfs-master",
+            &[&"mount", &vol, &mnt, &"--fuse-readers", &bad],
+            2,
+        );
+        assert!(err.contains("not a number of threads"), "{bad}: {err}");
+        assert!(!common::is_mounted(&mnt));
+        let err = fails(
+            "jfs-replica",
+            &[&"follow", &vol, &"--mount", &mnt, &"--fuse-readers", &bad],
+            2,
+        );
+        assert!(err.contains("not a number of threads"), "{bad}: {err}");
+    }
 }
 
 /// stress-ng's file-system stressors (Debian's `stress-ng`, installed by
@@ -369,7 +468,9 @@ const STRESSORS: [&str; 17] = [
 fn stress_ng_runs_clean_and_a_rewind_over_its_records_gives_the_tree_back() {
     let dir = tempfile::tempdir().unwrap();
     let (vol, mnt) = init(dir.path());
-    let m = MountedMaster::start(&vol, &mnt, &[]);
+    // Seventeen processes at once on one reader: what it hands to workers
+    // and what it answers itself interleave.
+    let m = MountedMaster::start(&vol, &mnt, common::ONE_READER);
     let work = mnt.join("stress");
     fs::create_dir(&work).unwrap();
     let mut cmd = Command::new("stress-ng");

@@ -5,7 +5,10 @@ mod common;
 // copy_file_range, fallocate, ACLs and xattrs, long and non-UTF-8 names, a
 // huge directory, and metadata. Each test checks what a local filesystem
 // would show on the mount itself, then unmounts cleanly and checks the
-// invariant: replaying the journal rebuilds exactly `VOL/tree`.
+// invariant: replaying the journal rebuilds exactly `VOL/tree`. The tests
+// of long requests (large reads and writes, truncate, copies, allocations,
+// concurrent writers) run with one thread reading requests, the others
+// with several (see `common::ONE_READER`).
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -16,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::mounted;
+use common::{mounted, mounted_with, ONE_READER};
 use rustix::io::Errno;
 
 /// The invariant: the journal, replayed from empty to its head into a fresh
@@ -262,7 +265,7 @@ fn rename_exchange_and_noreplace_with_open_handles() {
 
 #[test]
 fn concurrent_appends_from_two_processes_interleave_whole_lines() {
-    let (dir, vol, mnt, m) = mounted();
+    let (dir, vol, mnt, m) = mounted_with(ONE_READER);
     // The file exists first, so the test is about O_APPEND, not about two
     // concurrent O_CREATs (see concurrent_o_creat_of_one_new_name_never_fails).
     File::create(mnt.join("f")).unwrap();
@@ -304,7 +307,7 @@ fn concurrent_appends_from_two_processes_interleave_whole_lines() {
 /// on a local filesystem every open succeeds.
 #[test]
 fn concurrent_o_creat_of_one_new_name_never_fails() {
-    let (dir, vol, mnt, m) = mounted();
+    let (dir, vol, mnt, m) = mounted_with(ONE_READER);
     const THREADS: usize = 4;
     const NAMES: usize = 200;
     let barrier = std::sync::Barrier::new(THREADS);
@@ -349,7 +352,7 @@ fn concurrent_o_creat_of_one_new_name_never_fails() {
 #[test]
 fn readers_see_what_write_only_handles_write() {
     use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
-    let (dir, vol, mnt, m) = mounted();
+    let (dir, vol, mnt, m) = mounted_with(ONE_READER);
     const LEN: usize = 64 << 10;
     let f = mnt.join("f");
     fs::write(&f, vec![1u8; LEN]).unwrap();
@@ -478,7 +481,7 @@ fn writes_remove_privileges_as_on_a_local_filesystem() {
 #[test]
 fn shared_mmap_writes_reach_the_journal() {
     use rustix::mm::{mmap, msync, munmap, MapFlags, MsyncFlags, ProtFlags};
-    let (dir, vol, mnt, m) = mounted();
+    let (dir, vol, mnt, m) = mounted_with(ONE_READER);
     const LEN: usize = 3 * 4096 + 100;
     let mut expected: Vec<u8> = (0..LEN).map(|i| b'a' + (i % 26) as u8).collect();
     fs::write(mnt.join("m"), &expected).unwrap();
@@ -551,7 +554,7 @@ fn shared_mmap_writes_reach_the_journal() {
 
 #[test]
 fn truncate_down_and_up_while_open() {
-    let (dir, vol, mnt, m) = mounted();
+    let (dir, vol, mnt, m) = mounted_with(ONE_READER);
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     fs::write(mnt.join("t"), &data).unwrap();
     let h = OpenOptions::new()
@@ -605,7 +608,7 @@ fn truncate_down_and_up_while_open() {
 #[test]
 fn copy_file_range_between_files_on_the_mount() {
     use rustix::fs::copy_file_range;
-    let (dir, vol, mnt, m) = mounted();
+    let (dir, vol, mnt, m) = mounted_with(ONE_READER);
     let src_data = b"0123456789abcdefghij"; // 20 bytes
     fs::write(mnt.join("src"), src_data).unwrap();
     fs::write(mnt.join("dst"), b"DESTINATION").unwrap();
@@ -669,7 +672,7 @@ fn copy_file_range_between_files_on_the_mount() {
 #[test]
 fn fallocate_keep_size_and_punch_hole() {
     use rustix::fs::{fallocate, FallocateFlags};
-    let (dir, vol, mnt, m) = mounted();
+    let (dir, vol, mnt, m) = mounted_with(ONE_READER);
     const MIB: u64 = 1 << 20;
     let f = OpenOptions::new()
         .read(true)
@@ -1253,7 +1256,7 @@ fn fd_operations_on_an_unlinked_open_file() {
     use rustix::fs::{
         copy_file_range, fallocate, fgetxattr, fsetxattr, FallocateFlags, XattrFlags,
     };
-    let (dir, vol, mnt, m) = mounted();
+    let (dir, vol, mnt, m) = mounted_with(ONE_READER);
     let local = dir.path().join("local");
     fs::create_dir(&local).unwrap();
     let mut results = Vec::new();
@@ -1338,7 +1341,7 @@ fn fd_operations_on_an_unlinked_open_file() {
 #[test]
 fn fallocate_zero_range_as_on_a_local_filesystem() {
     use rustix::fs::{fallocate, FallocateFlags};
-    let (dir, vol, mnt, m) = mounted();
+    let (dir, vol, mnt, m) = mounted_with(ONE_READER);
     let local = dir.path().join("local");
     fs::create_dir(&local).unwrap();
     let mut results = Vec::new();
@@ -1454,7 +1457,7 @@ fn unlink_cost_does_not_grow_with_known_inodes() {
 
 #[test]
 fn sequential_reads_use_a_read_ahead_of_one_mib() {
-    let (dir, vol, mnt, m) = mounted();
+    let (dir, vol, mnt, m) = mounted_with(ONE_READER);
     let dev = fs::metadata(&mnt).unwrap().dev();
     let setting = format!(
         "/sys/class/bdi/{}:{}/read_ahead_kb",

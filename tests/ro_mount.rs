@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use libjfs::compare::{compare_trees, CompareOptions};
+use libjfs::fuse::threads::Readers;
 use libjfs::record::{RenameMode, SpecialKind};
 use libjfs::rofs::{Invalidator, ReadOnlyMount};
 use libjfs::{NewNode, Node, Op, RelPath, Role, Timestamp, Volume};
@@ -46,6 +47,11 @@ fn node(mode: u32) -> NewNode {
 impl Fixture {
     /// Mounts a fresh volume's tree after committing `ops` to it.
     fn new(ops: Vec<Op>) -> Fixture {
+        Fixture::with_readers(ops, Readers::Auto)
+    }
+
+    /// [`Fixture::new`] with `readers` threads reading the kernel's requests.
+    fn with_readers(ops: Vec<Op>, readers: Readers) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let mut vol = Volume::init(&dir.path().join("vol"), Role::Master).unwrap();
         for op in ops {
@@ -55,7 +61,8 @@ impl Fixture {
         let mnt = dir.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
         let gate = Arc::new(RwLock::new(()));
-        let mount = ReadOnlyMount::mount(&tree, &mnt, "jfs-test:ro", gate.clone()).unwrap();
+        let mount =
+            ReadOnlyMount::mount_with(&tree, &mnt, "jfs-test:ro", gate.clone(), readers).unwrap();
         assert!(common::is_mounted(&mnt));
         Fixture {
             vol,
@@ -542,20 +549,32 @@ fn records_applied_underneath_show_at_once() {
     f.assert_same_as_tree();
 }
 
+/// With several threads reading requests, each answers its reads; with
+/// one, reads of 64 KiB go to workers. Either way a read is answered whole
+/// under the gate.
 #[test]
 fn a_read_never_sees_a_record_half_applied() {
+    for readers in [Readers::Count(4), Readers::Count(1)] {
+        a_read_never_sees_a_record_half_applied_with(readers);
+    }
+}
+
+fn a_read_never_sees_a_record_half_applied_with(readers: Readers) {
     const SIZE: usize = 64 << 10;
-    let mut f = Fixture::new(vec![
-        Op::Create {
-            path: rel("f"),
-            node: node(0o644),
-        },
-        Op::Write {
-            path: rel("f"),
-            offset: 0,
-            data: vec![0; SIZE],
-        },
-    ]);
+    let mut f = Fixture::with_readers(
+        vec![
+            Op::Create {
+                path: rel("f"),
+                node: node(0o644),
+            },
+            Op::Write {
+                path: rel("f"),
+                offset: 0,
+                data: vec![0; SIZE],
+            },
+        ],
+        readers,
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
     let reader = {

@@ -97,3 +97,59 @@ pub fn build_binaries<const N: usize>(names: [&str; N]) -> anyhow::Result<[PathB
     }
     Ok(paths)
 }
+
+/// The kernel's FUSE `wake_here` setting for one run (see
+/// `libjfs::fuse::threads`): `JFS_BENCH_WAKE_HERE=Y` or `N` sets it before
+/// anything is mounted, and dropping the guard puts the old value back;
+/// unset, the machine's setting stands. Mounts choose their threads when
+/// they start, so this must come before the first mount.
+pub struct WakeHere {
+    before: Option<String>,
+}
+
+impl WakeHere {
+    pub fn from_env() -> anyhow::Result<WakeHere> {
+        use libjfs::fuse::threads::WAKE_HERE_PARAMETER;
+        let Ok(want) = std::env::var("JFS_BENCH_WAKE_HERE") else {
+            return Ok(WakeHere { before: None });
+        };
+        if want != "Y" && want != "N" {
+            anyhow::bail!("JFS_BENCH_WAKE_HERE must be Y or N, not {want:?}");
+        }
+        let before = fs::read_to_string(WAKE_HERE_PARAMETER).map_err(|e| {
+            anyhow::anyhow!(
+                "JFS_BENCH_WAKE_HERE is set, but this kernel has no {WAKE_HERE_PARAMETER}: {e}"
+            )
+        })?;
+        fs::write(WAKE_HERE_PARAMETER, &want)
+            .map_err(|e| anyhow::anyhow!("set {WAKE_HERE_PARAMETER} to {want}: {e}"))?;
+        Ok(WakeHere {
+            before: Some(before.trim().to_owned()),
+        })
+    }
+
+    /// What the header says of the setting in force.
+    pub fn describe(&self) -> String {
+        let now = match libjfs::fuse::threads::wakes_here() {
+            Some(true) => "Y (one thread reads each FUSE server's requests)",
+            Some(false) => "N",
+            None => "not in this kernel",
+        };
+        match &self.before {
+            Some(before) => {
+                format!("{now}, set by JFS_BENCH_WAKE_HERE for this run (it was {before})")
+            }
+            None => format!(
+                "{now}, as the machine is set up (JFS_BENCH_WAKE_HERE=Y|N changes it for a run)"
+            ),
+        }
+    }
+}
+
+impl Drop for WakeHere {
+    fn drop(&mut self) {
+        if let Some(before) = &self.before {
+            let _ = fs::write(libjfs::fuse::threads::WAKE_HERE_PARAMETER, before);
+        }
+    }
+}

@@ -59,6 +59,11 @@ enum Command {
         /// picks a free one). Without a value: 127.0.0.1:7420.
         #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7420")]
         listen: Option<String>,
+        /// Threads reading the kernel's requests: auto (one where the
+        /// kernel's fuse wake_here is Y, else 8) or a number. One thread
+        /// hands long requests (fsync, large reads and writes) to others.
+        #[arg(long, value_name = "auto|N", default_value = "auto")]
+        fuse_readers: libjfs::fuse::threads::Readers,
     },
     /// Print the journal's records, one per line.
     #[command(
@@ -239,7 +244,8 @@ fn run(cli: Cli) -> Result<u8> {
             mountpoint,
             sync,
             listen,
-        } => mount(&vol, &mountpoint, sync, listen.as_deref()).map(|_| 0),
+            fuse_readers,
+        } => mount(&vol, &mountpoint, sync, listen.as_deref(), fuse_readers).map(|_| 0),
         Command::Log { vol, from, json } => log(&vol, from, json).map(|_| 0),
         Command::Status {
             vol,
@@ -268,7 +274,18 @@ fn run(cli: Cli) -> Result<u8> {
                 );
                 match s["mountpoint"].as_str() {
                     Some(m) => {
-                        println!("mounted  at {m}, sync {}", s["sync"].as_str().unwrap_or(""))
+                        println!("mounted  at {m}, sync {}", s["sync"].as_str().unwrap_or(""));
+                        let t = &s["fuse_threads"];
+                        if let (Some(readers), Some(workers)) =
+                            (t["readers"].as_u64(), t["workers"].as_u64())
+                        {
+                            match workers {
+                                0 => println!("threads  {readers} reading and answering requests"),
+                                _ => println!(
+                                    "threads  {readers} reading requests, {workers} running long ones"
+                                ),
+                            }
+                        }
                     }
                     None => println!("mounted  no"),
                 }
@@ -496,6 +513,7 @@ fn mount(
     mountpoint: &std::path::Path,
     sync: libjfs::fuse::SyncPolicy,
     listen: Option<&str>,
+    readers: libjfs::fuse::threads::Readers,
 ) -> Result<()> {
     let mut vol = Volume::open(vol_path).with_context(|| format!("open {}", vol_path.display()))?;
     if vol.role() != Role::Master {
@@ -531,38 +549,48 @@ fn mount(
     // so each step holds the volume only briefly.
     let stop_trim = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut auto_trim = None;
-    let vol = libjfs::fuse::serve(vol, mountpoint, sync, listen, |mut unmounter, addr| {
-        let path = vol_path.to_owned();
-        auto_trim = Some(libjfs::retention::auto_trim(
-            vol_path.to_owned(),
-            libjfs::retention::AUTO_TRIM_EVERY,
-            "jfs-master",
-            stop_trim.clone(),
-            move |req| libjfs::admin::request(&path, &req).map_err(|e| e.to_string()),
-        ));
-        eprintln!(
-            "jfs-master: {} mounted at {} ({head}, sync {sync})",
-            vol_path.display(),
-            mountpoint.display()
-        );
-        if let Some(addr) = addr {
-            eprintln!("jfs-master: serving replicas on {addr}");
-        }
-        let mut signals = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-            // A closed terminal stops it cleanly too, instead of killing it.
-            signal_hook::consts::SIGHUP,
-        ])
-        .expect("install signal handlers");
-        std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                if let Err(e) = unmounter.unmount() {
-                    eprintln!("jfs-master: unmount: {e}");
-                }
+    let vol = libjfs::fuse::serve(
+        vol,
+        mountpoint,
+        sync,
+        listen,
+        readers,
+        |mut unmounter, addr| {
+            let path = vol_path.to_owned();
+            auto_trim = Some(libjfs::retention::auto_trim(
+                vol_path.to_owned(),
+                libjfs::retention::AUTO_TRIM_EVERY,
+                "jfs-master",
+                stop_trim.clone(),
+                move |req| libjfs::admin::request(&path, &req).map_err(|e| e.to_string()),
+            ));
+            eprintln!(
+                "jfs-master: {} mounted at {} ({head}, sync {sync})",
+                vol_path.display(),
+                mountpoint.display()
+            );
+            if let Some(advice) = libjfs::fuse::threads::advice() {
+                eprintln!("jfs-master: {advice}");
             }
-        });
-    })
+            if let Some(addr) = addr {
+                eprintln!("jfs-master: serving replicas on {addr}");
+            }
+            let mut signals = signal_hook::iterator::Signals::new([
+                signal_hook::consts::SIGTERM,
+                signal_hook::consts::SIGINT,
+                // A closed terminal stops it cleanly too, instead of killing it.
+                signal_hook::consts::SIGHUP,
+            ])
+            .expect("install signal handlers");
+            std::thread::spawn(move || {
+                if signals.forever().next().is_some() {
+                    if let Err(e) = unmounter.unmount() {
+                        eprintln!("jfs-master: unmount: {e}");
+                    }
+                }
+            });
+        },
+    )
     .with_context(|| format!("mount {} at {}", vol_path.display(), mountpoint.display()));
     stop_trim.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(t) = auto_trim {

@@ -98,6 +98,11 @@ enum Command {
         /// Follow this server instead of the one given at init (and remember it).
         #[arg(long, value_name = "ADDR")]
         master: Option<String>,
+        /// With --mount: threads reading the kernel's requests: auto (one where the
+        /// kernel's fuse wake_here is Y, else 4) or a number. One thread
+        /// hands long requests (fsync, large reads) to others.
+        #[arg(long, value_name = "auto|N", default_value = "auto")]
+        fuse_readers: libjfs::fuse::threads::Readers,
     },
     /// Take this replica's tree alone back to a position and hold it there
     /// until `follow` moves it again.
@@ -291,7 +296,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             until,
             listen,
             master,
-        } => return follow(&vol, mount.as_deref(), until, listen, master),
+            fuse_readers,
+        } => return follow(&vol, mount.as_deref(), until, listen, master, fuse_readers),
         Command::Status {
             vol,
             json,
@@ -603,6 +609,7 @@ fn follow(
     until: Option<String>,
     listen: Option<String>,
     master: Option<String>,
+    readers: libjfs::fuse::threads::Readers,
 ) -> Result<ExitCode> {
     // A process follows already: move its pin.
     let pin = libjfs::admin::Request::Pin {
@@ -664,11 +671,12 @@ fn follow(
     // Serve the tree read-only; records invalidate the kernel's caches as they land.
     let mounted = match mount {
         Some(mnt) => {
-            let m = libjfs::rofs::ReadOnlyMount::mount(
+            let m = libjfs::rofs::ReadOnlyMount::mount_with(
                 &v.tree_path(),
                 mnt,
                 &format!("jfs:{}", vol_path.display()),
                 gate.clone(),
+                readers,
             )
             .with_context(|| format!("mount {} at {}", vol_path.display(), mnt.display()))?;
             let inval = m.invalidator();
@@ -677,6 +685,9 @@ fn follow(
                 "jfs-replica: serving the tree read-only at {}",
                 mnt.display()
             );
+            if let Some(advice) = libjfs::fuse::threads::advice() {
+                eprintln!("jfs-replica: {advice}");
+            }
             Some(m)
         }
         None => None,

@@ -20,6 +20,10 @@ use crate::compare::FileKind;
 use crate::master::{Attr, Caller, MasterFs};
 use crate::record::{RenameMode, Timestamp};
 
+pub mod threads;
+
+use threads::{Readers, Threads, LONG_IO_BYTES};
+
 /// How long the kernel may cache names and attributes. Every change to the
 /// tree goes through this mount, so the kernel's caches stay true.
 const TTL: Duration = Duration::from_secs(1);
@@ -29,14 +33,25 @@ pub struct FuseMaster {
     fs: Arc<MasterFs>,
     /// Write-only handles bypass the page cache (see `open_flags`).
     direct_writes: bool,
+    /// Where requests that can take long run (see [`threads`]).
+    threads: Threads,
 }
 
 impl FuseMaster {
-    pub fn new(fs: Arc<MasterFs>) -> FuseMaster {
+    /// `threads` says where long requests run; its readers are the
+    /// session's business.
+    pub fn new(fs: Arc<MasterFs>, threads: Threads) -> FuseMaster {
         FuseMaster {
             fs,
             direct_writes: false,
+            threads,
         }
+    }
+
+    /// Runs `job` with the filesystem where long requests run.
+    fn long(&self, job: impl FnOnce(&MasterFs) + Send + 'static) {
+        let fs = self.fs.clone();
+        self.threads.long(move || job(&fs));
     }
 
     /// How a handle opened with `flags` is served.
@@ -156,6 +171,18 @@ fn data_reply(reply: ReplyData, r: crate::master::Result<&[u8]>) {
 /// handles).
 const FILE_OPEN: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
 
+impl FuseMaster {
+    /// `fsync` and `fsyncdir`: the journal's sync waits for the disk where
+    /// the policy makes it wait.
+    fn fsync_reply(&self, reply: ReplyEmpty) {
+        if self.fs.fsync_waits() {
+            self.long(move |fs| empty(reply, fs.fsync()))
+        } else {
+            empty(reply, self.fs.fsync())
+        }
+    }
+}
+
 fn opened_reply(reply: ReplyOpen, r: crate::master::Result<u64>, flags: FopenFlags) {
     match r {
         Ok(fh) => reply.opened(FileHandle(fh), flags),
@@ -225,16 +252,16 @@ impl Filesystem for FuseMaster {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let r = self.fs.setattr(
-            ino.0,
-            mode,
-            uid,
-            gid,
-            size,
-            atime.map(timestamp),
-            mtime.map(timestamp),
-        );
-        attr_reply(reply, r)
+        let (atime, mtime) = (atime.map(timestamp), mtime.map(timestamp));
+        let setattr = move |fs: &MasterFs| {
+            attr_reply(reply, fs.setattr(ino.0, mode, uid, gid, size, atime, mtime))
+        };
+        // A truncate journals the bytes it cuts off.
+        if size.is_some() {
+            self.long(setattr)
+        } else {
+            setattr(&self.fs)
+        }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -368,8 +395,12 @@ impl Filesystem for FuseMaster {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.fs
-            .read_with(fh.0, offset, size, |r| data_reply(reply, r))
+        if size as usize >= LONG_IO_BYTES {
+            self.long(move |fs| fs.read_with(fh.0, offset, size, |r| data_reply(reply, r)))
+        } else {
+            self.fs
+                .read_with(fh.0, offset, size, |r| data_reply(reply, r))
+        }
     }
 
     fn lseek(
@@ -400,9 +431,22 @@ impl Filesystem for FuseMaster {
         reply: ReplyWrite,
     ) {
         let kill_suidgid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.fs.write(ino.0, fh.0, offset, data, kill_suidgid) {
+        let write = move |fs: &MasterFs, data: &[u8]| match fs.write(
+            ino.0,
+            fh.0,
+            offset,
+            data,
+            kill_suidgid,
+        ) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
+        };
+        if data.len() >= LONG_IO_BYTES {
+            // The request's buffer is the session's, reused for the next one.
+            let data = data.to_vec();
+            self.long(move |fs| write(fs, &data))
+        } else {
+            write(&self.fs, data)
         }
     }
 
@@ -440,7 +484,7 @@ impl Filesystem for FuseMaster {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.fsync());
+        self.fsync_reply(reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -513,7 +557,7 @@ impl Filesystem for FuseMaster {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.fsync());
+        self.fsync_reply(reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -600,7 +644,8 @@ impl Filesystem for FuseMaster {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.fallocate(ino.0, offset, length, mode));
+        // A punch-hole or zero-range journals the bytes it clears.
+        self.long(move |fs| empty(reply, fs.fallocate(ino.0, offset, length, mode)));
     }
 
     fn copy_file_range(
@@ -616,16 +661,18 @@ impl Filesystem for FuseMaster {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self.fs.copy_range(
-            ino_in.0,
-            offset_in,
-            ino_out.0,
-            offset_out,
-            len.min(u32::MAX as u64),
-        ) {
-            Ok(n) => reply.written(n.min(u32::MAX as u64) as u32),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.long(move |fs| {
+            match fs.copy_range(
+                ino_in.0,
+                offset_in,
+                ino_out.0,
+                offset_out,
+                len.min(u32::MAX as u64),
+            ) {
+                Ok(n) => reply.written(n.min(u32::MAX as u64) as u32),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
     }
 }
 
@@ -739,6 +786,7 @@ pub fn serve(
     mountpoint: &Path,
     policy: SyncPolicy,
     listen: Option<&str>,
+    readers: Readers,
     on_mounted: impl FnOnce(fuser::SessionUnmounter, Option<std::net::SocketAddr>),
 ) -> std::io::Result<crate::Volume> {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -773,17 +821,24 @@ pub fn serve(
         fuser::MountOption::Suid,
     ];
     config.acl = fuser::SessionACL::All;
-    // Eight threads reading requests, not four: creating 5,000 small files
-    // took 15-25% less time with eight while the VM was fast, and the same
-    // time while it was slow (tmpfs and ext4, runs alternated; see
-    // docs/PERFORMANCE.md). Sixteen were no better, and cold reads did not
-    // change. The cost is memory: about 20 MB more at peak with sixteen
-    // readers and writers at once.
-    config.n_threads = Some(8);
+    // Without `wake_here`, eight threads reading requests, not four:
+    // creating 5,000 small files took 15-25% less time with eight while the
+    // VM was fast, and the same time while it was slow (tmpfs and ext4, runs
+    // alternated; see docs/PERFORMANCE.md). Sixteen were no better, and cold
+    // reads did not change. The cost is memory: about 20 MB more at peak
+    // with sixteen readers and writers at once. With it, one reader and
+    // eight workers (see `threads`).
+    let threads = Threads::new("jfs-long", readers, 8, 8)?;
+    config.n_threads = Some(threads.readers());
+    let threads_json = serde_json::json!({
+        "readers": threads.readers(),
+        "workers": threads.workers(),
+    });
     // Resolved before the mount: afterwards, looking at the mount point asks
     // this filesystem, which is not serving yet.
     let absolute = mountpoint.canonicalize()?;
-    let mut session = fuser::Session::new(FuseMaster::new(fs.clone()), mountpoint, &config)?;
+    let mut session =
+        fuser::Session::new(FuseMaster::new(fs.clone(), threads), mountpoint, &config)?;
     raise_read_ahead(&absolute);
     let server = server.map(Arc::new);
     let admin = crate::admin::serve(
@@ -794,6 +849,7 @@ pub fn serve(
             mountpoint,
             server.clone(),
             session.notifier(),
+            threads_json,
         ),
     )?;
     on_mounted(
@@ -855,6 +911,7 @@ fn admin_handler(
     mountpoint: &Path,
     server: Option<Arc<crate::ship::server::Server>>,
     notifier: fuser::Notifier,
+    threads: serde_json::Value,
 ) -> crate::admin::Handler {
     let mountpoint = mountpoint
         .canonicalize()
@@ -889,6 +946,7 @@ fn admin_handler(
         if is_status {
             answer["sync"] = policy.to_string().into();
             answer["mountpoint"] = mountpoint.display().to_string().into();
+            answer["fuse_threads"] = threads.clone();
             if let Some(server) = &server {
                 answer["listen"] = server.local_addr().to_string().into();
                 answer["replicas"] = server.replicas();

@@ -1333,6 +1333,11 @@ impl MasterFs {
 
     /// What `fsync` on the mount does: under the fsync policy, returns once
     /// every record so far is durable.
+    /// Whether [`MasterFs::fsync`] waits for the disk (the `fsync` policy).
+    pub fn fsync_waits(&self) -> bool {
+        self.fsync_waits
+    }
+
     pub fn fsync(&self) -> Result<()> {
         if self.fsync_waits {
             self.sync_journal()

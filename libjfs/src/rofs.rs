@@ -42,6 +42,7 @@ use fuser::{
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
+use crate::fuse::threads::{Readers, Threads, LONG_IO_BYTES};
 use crate::path::Node;
 
 /// The root's FUSE node id.
@@ -50,7 +51,9 @@ pub const ROOT_ID: u64 = 1;
 /// Names and attributes are never cached by the kernel (see the module doc).
 const TTL: Duration = Duration::ZERO;
 
-/// How many threads answer the kernel.
+/// How many threads answer the kernel where each reads requests and
+/// answers them itself, and how many run large reads where one thread
+/// reads them (see [`crate::fuse::threads`]).
 const THREADS: usize = 4;
 
 type Result<T> = std::result::Result<T, Errno>;
@@ -548,7 +551,9 @@ fn xattr_reply(reply: ReplyXattr, size: u32, r: Result<Vec<u8>>) {
 
 /// The `fuser::Filesystem` over [`RoFs`]: reads answered, writes refused.
 pub struct FuseRo {
-    fs: RoFs,
+    fs: Arc<RoFs>,
+    /// Where large reads run (see [`crate::fuse::threads`]).
+    threads: Threads,
 }
 
 impl Filesystem for FuseRo {
@@ -698,10 +703,18 @@ impl Filesystem for FuseRo {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.fs.read_with(fh.0, offset, size, |r| match r {
-            Ok(d) => reply.data(d),
-            Err(e) => reply.error(errno(e)),
-        })
+        let read = move |fs: &RoFs| {
+            fs.read_with(fh.0, offset, size, |r| match r {
+                Ok(d) => reply.data(d),
+                Err(e) => reply.error(errno(e)),
+            })
+        };
+        if size as usize >= LONG_IO_BYTES {
+            let fs = self.fs.clone();
+            self.threads.long(move || read(&fs))
+        } else {
+            read(&self.fs)
+        }
     }
 
     fn write(
@@ -1023,6 +1036,17 @@ impl ReadOnlyMount {
         fsname: &str,
         gate: Arc<RwLock<()>>,
     ) -> io::Result<ReadOnlyMount> {
+        ReadOnlyMount::mount_with(tree, mountpoint, fsname, gate, Readers::Auto)
+    }
+
+    /// [`ReadOnlyMount::mount`] with `readers` threads reading requests.
+    pub fn mount_with(
+        tree: &Path,
+        mountpoint: &Path,
+        fsname: &str,
+        gate: Arc<RwLock<()>>,
+        readers: Readers,
+    ) -> io::Result<ReadOnlyMount> {
         crate::fuse::check_mountpoint(mountpoint, tree)?;
         raise_nofile_limit();
         let open_root = || {
@@ -1047,9 +1071,11 @@ impl ReadOnlyMount {
             fuser::MountOption::RO,
         ];
         config.acl = fuser::SessionACL::All;
-        config.n_threads = Some(THREADS);
+        let threads = Threads::new("jfs-ro-read", readers, THREADS, THREADS)?;
+        config.n_threads = Some(threads.readers());
         let fs = FuseRo {
-            fs: RoFs::new(inodes.clone(), gate),
+            fs: Arc::new(RoFs::new(inodes.clone(), gate)),
+            threads,
         };
         let session = fuser::Session::new(fs, mountpoint, &config)?;
         let notifier = session.notifier();

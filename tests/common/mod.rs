@@ -202,12 +202,23 @@ impl Drop for MountedMaster {
 
 /// A fresh volume mounted at `DIR/mnt`: (dir, vol, mnt, mount).
 pub fn mounted() -> (tempfile::TempDir, PathBuf, PathBuf, MountedMaster) {
+    mounted_with(&[])
+}
+
+/// `jfs-master mount` options for one thread reading requests and handing
+/// long ones to workers, what `--fuse-readers auto` picks where the
+/// kernel's fuse `wake_here` is on (see libjfs::fuse::threads). Tests of
+/// long requests run with it, so both ways are tested on any kernel.
+pub const ONE_READER: &[&str] = &["--fuse-readers", "1"];
+
+/// [`mounted`], with `extra` options for `jfs-master mount`.
+pub fn mounted_with(extra: &[&str]) -> (tempfile::TempDir, PathBuf, PathBuf, MountedMaster) {
     let dir = tempfile::tempdir().unwrap();
     let vol = dir.path().join("vol");
     let mnt = dir.path().join("mnt");
     ok("jfs-master", &[&"init", &vol]);
     std::fs::create_dir(&mnt).unwrap();
-    let m = MountedMaster::start(&vol, &mnt, &[]);
+    let m = MountedMaster::start(&vol, &mnt, extra);
     (dir, vol, mnt, m)
 }
 
