@@ -655,6 +655,21 @@ fn permissions_other_users_and_locks_behave_as_on_a_local_filesystem() {
     );
     let list = common::ok("jfs-master", &[&"snapshot", &vol, &"list"]);
     assert!(!list.contains("theirs"), "{list}");
+    // A client slow to send its request still reads why it was refused
+    // (the server used to answer and close at once, and such a client's
+    // write then failed with EPIPE).
+    let out = as_nobody(&format!(
+        "python3 -c 'import socket, time; s = socket.socket(socket.AF_UNIX); \
+         s.connect(\"{}\"); time.sleep(0.3); s.sendall(b\"status\\n\"); \
+         print(s.makefile().readline())'",
+        socket.display()
+    ));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("uid 65534 may not administer this volume"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     m.unmount();
     assert_replays(&vol, dir.path());

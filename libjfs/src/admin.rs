@@ -15,7 +15,7 @@
 //! root and the user it runs as (the peer's credentials, checked on
 //! connect).
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,6 +144,11 @@ fn answer(conn: UnixStream, handler: &Handler) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut writer = conn.try_clone()?;
     if let Err(refusal) = may_administer(&conn) {
+        // The request is read (and dropped) first: a socket closed before
+        // the client has written it, or with it unread, would fail the
+        // client's write or read before it sees why it was refused.
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let _ = BufReader::new((&conn).take(MAX_REFUSED_REQUEST)).read_line(&mut String::new());
         let response = serde_json::json!({ "ok": false, "error": refusal });
         return writer.write_all(json_line(&response).as_bytes());
     }
@@ -162,6 +167,9 @@ fn answer(conn: UnixStream, handler: &Handler) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// How much of a refused peer's request is read before the answer.
+const MAX_REFUSED_REQUEST: u64 = 64 << 10;
 
 /// Only root and the user this process runs as may use the socket. Its
 /// mode (0600) already says so; this holds also while the socket is being
@@ -249,7 +257,13 @@ pub fn request_within(volume: &Path, req: &Request, limit: Duration) -> Result<V
     conn.set_read_timeout(Some(limit)).map_err(io_err)?;
     let mut writer = conn.try_clone().map_err(io_err)?;
     let line = json_line(req);
-    writer.write_all(line.as_bytes()).map_err(io_err)?;
+    // A server that refuses this peer may answer and close before the
+    // request is written: its answer says why, so read it all the same.
+    if let Err(e) = writer.write_all(line.as_bytes()) {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            return Err(io_err(e));
+        }
+    }
     let mut answer = String::new();
     BufReader::new(conn)
         .read_line(&mut answer)
