@@ -131,7 +131,7 @@ impl WakeHere {
     /// What the header says of the setting in force.
     pub fn describe(&self) -> String {
         let now = match libjfs::fuse::threads::wakes_here() {
-            Some(true) => "Y (one thread reads each FUSE server's requests)",
+            Some(true) => "Y (each jfs mount has one thread reading its requests)",
             Some(false) => "N",
             None => "not in this kernel",
         };
