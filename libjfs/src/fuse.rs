@@ -431,7 +431,7 @@ impl Filesystem for FuseMaster {
         reply: ReplyWrite,
     ) {
         let kill_suidgid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        let write = move |fs: &MasterFs, data: &[u8]| match fs.write(
+        let write = move |fs: &MasterFs, data: std::borrow::Cow<'_, [u8]>| match fs.write(
             ino.0,
             fh.0,
             offset,
@@ -442,11 +442,12 @@ impl Filesystem for FuseMaster {
             Err(e) => reply.error(errno(e)),
         };
         if data.len() >= LONG_IO_BYTES {
-            // The request's buffer is the session's, reused for the next one.
+            // The request's buffer is the session's, reused for the next
+            // one: the copy is the one the record would take anyway.
             let data = data.to_vec();
-            self.long(move |fs| write(fs, &data))
+            self.long(move |fs| write(fs, data.into()))
         } else {
-            write(&self.fs, data)
+            write(&self.fs, data.into())
         }
     }
 

@@ -1140,18 +1140,30 @@ impl MasterFs {
     /// Writes through the journal; returns the bytes written.
     /// `kill_suidgid` is the kernel's `FUSE_WRITE_KILL_SUIDGID`: see
     /// `MasterFs::remove_suidgid`.
-    pub fn write(
+    /// Writes `data` at `offset` through handle `fh`. Data given owned goes
+    /// into its record without a copy.
+    pub fn write<'a>(
         &self,
         ino: u64,
         fh: u64,
         offset: u64,
-        data: &[u8],
+        data: impl Into<std::borrow::Cow<'a, [u8]>>,
         kill_suidgid: bool,
     ) -> Result<u32> {
+        let data = data.into();
         match self.locate(ino)? {
             Located::Path(path) => {
                 if kill_suidgid {
                     self.remove_suidgid(fh, &path)?;
+                }
+                if !data.is_empty() && data.len() <= crate::record::MAX_WRITE {
+                    let len = data.len() as u32;
+                    self.commit(Op::Write {
+                        path,
+                        offset,
+                        data: data.into_owned(),
+                    })?;
+                    return Ok(len);
                 }
                 for (i, chunk) in data.chunks(crate::record::MAX_WRITE).enumerate() {
                     let off = offset + (i * crate::record::MAX_WRITE) as u64;
@@ -1167,7 +1179,7 @@ impl MasterFs {
                 // Unlinked while open: no longer part of the tree, so the write
                 // goes to the handle and is not journaled.
                 self.handle_file(fh)?
-                    .write_all_at(data, offset)
+                    .write_all_at(&data, offset)
                     .map_err(|e| errno_of(&e))?;
                 Ok(data.len() as u32)
             }
