@@ -1358,12 +1358,17 @@ impl MasterFs {
         }
     }
 
-    /// Makes every record journaled so far durable.
+    /// Makes every record journaled so far durable. The volume is held only
+    /// to take the files to sync: other requests change the tree while the
+    /// disk flushes (group commit: their records are made durable too, by
+    /// this sync or the next).
     pub fn sync_journal(&self) -> Result<()> {
-        self.with_volume(|v| v.journal().sync()).map_err(|e| {
-            eprintln!("jfs: fsync: {e:#}");
-            Errno::IO
-        })
+        self.with_volume(|v| v.journal().start_sync())
+            .and_then(|sync| sync.wait())
+            .map_err(|e| {
+                eprintln!("jfs: fsync: {e:#}");
+                Errno::IO
+            })
     }
 }
 

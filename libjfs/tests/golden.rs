@@ -1534,6 +1534,45 @@ fn names_in(dir: &Path) -> Vec<String> {
     v
 }
 
+/// A sync taken from the journal and finished without it (as the mount's
+/// fsync does) still completes when the segments it took have since been
+/// sealed and removed, and appends go on in between.
+#[test]
+fn a_sync_started_before_seals_finishes_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let records = write_records(200);
+    let mut j = Journal::create(&jdir, VOL, small_segments()).unwrap();
+    for r in &records[..20] {
+        j.append(r).unwrap();
+        j.seal_if_full().unwrap();
+    }
+    let taken: Vec<String> = j
+        .segments()
+        .iter()
+        .filter(|s| !s.sealed)
+        .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(!taken.is_empty());
+    let sync = j.start_sync().unwrap();
+    for r in &records[20..] {
+        j.append(r).unwrap();
+        j.seal_if_full().unwrap();
+    }
+    let names = names_in(&jdir);
+    assert!(
+        taken.iter().all(|t| !names.contains(t)),
+        "the segments the sync took are still there: {taken:?} in {names:?}"
+    );
+    sync.wait().unwrap();
+    j.start_sync().unwrap().wait().unwrap();
+    let head = j.head();
+    drop(j);
+    let (j, _) = Journal::open(&jdir, VOL, small_segments()).unwrap();
+    assert_eq!(j.head(), head);
+    assert_eq!(records_of(&read_all(&j).unwrap()), records);
+}
+
 #[test]
 fn full_segments_are_sealed_while_appends_go_on() {
     let dir = tempfile::tempdir().unwrap();
