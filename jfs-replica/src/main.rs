@@ -100,7 +100,7 @@ enum Command {
         master: Option<String>,
         /// With --mount: threads reading the kernel's requests: auto (one where the
         /// kernel's fuse wake_here is Y, else 4) or a number. One thread
-        /// hands long requests (fsync, large reads) to others.
+        /// hands large reads to others.
         #[arg(long, value_name = "auto|N", default_value = "auto")]
         fuse_readers: libjfs::fuse::threads::Readers,
     },

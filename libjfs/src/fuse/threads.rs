@@ -14,11 +14,12 @@
 //! `fuse` module parameter `wake_here`, see [`wakes_here`]). Then one thread
 //! reading `/dev/fuse` is fastest: the caller's request puts it on the
 //! caller's vCPU and its answer puts the caller back, so a small file costs
-//! a third of what eight readers cost (and eight readers are slower with the
-//! setting than without it). One reader must not sleep on the disk, or
-//! every request behind it waits: so with one reader, requests that can
-//! take long (an `fsync`, large reads and writes, truncates, copies,
-//! allocations) go to a pool of [`Workers`] and are answered from there.
+//! less than half of what it costs with eight readers, which gain little
+//! from the setting (another reader is woken elsewhere, as without it).
+//! One reader must not sleep on the disk, or every request behind it
+//! waits: so with one reader, requests that can take long (an `fsync`,
+//! large reads and writes, truncates, copies, allocations) go to a pool of
+//! [`Workers`] and are answered from there.
 //! Without the setting, several threads read `/dev/fuse` and answer what
 //! they read themselves, and nothing is handed on.
 //!
