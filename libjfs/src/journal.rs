@@ -632,16 +632,20 @@ impl Journal {
 
     /// Makes every appended record durable.
     pub fn sync(&self) -> Result<()> {
-        if self.read_only {
-            return Ok(());
-        }
-        // The full segment first: recovery relies on it (see `open`).
-        for seg in self.retired.iter().chain([&self.active]) {
+        for seg in self.to_sync() {
             seg.file
                 .sync_data()
                 .map_err(io_err(format!("sync {}", seg.path.display())))?;
         }
         Ok(())
+    }
+
+    /// The segment files a sync flushes, in the order it must: the full
+    /// segment first, as recovery relies on (see `open`). None when the
+    /// journal is read-only.
+    fn to_sync(&self) -> impl Iterator<Item = &Active> {
+        let segments = (!self.read_only).then(|| self.retired.iter().chain([&self.active]));
+        segments.into_iter().flatten()
     }
 
     /// [`Journal::sync`] in two steps: this takes its own descriptors of the
@@ -651,14 +655,8 @@ impl Journal {
     /// removed in between was synced in its sealed copy first, so syncing
     /// the removed file costs nothing and loses nothing.
     pub fn start_sync(&self) -> Result<JournalSync> {
-        if self.read_only {
-            return Ok(JournalSync { files: Vec::new() });
-        }
-        // The full segment first, as in `sync`.
         let files = self
-            .retired
-            .iter()
-            .chain([&self.active])
+            .to_sync()
             .map(|seg| {
                 let file = seg
                     .file
