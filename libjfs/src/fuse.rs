@@ -183,6 +183,13 @@ impl FuseMaster {
     }
 }
 
+fn written_reply(reply: ReplyWrite, r: crate::master::Result<u32>) {
+    match r {
+        Ok(n) => reply.written(n),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn opened_reply(reply: ReplyOpen, r: crate::master::Result<u64>, flags: FopenFlags) {
     match r {
         Ok(fh) => reply.opened(FileHandle(fh), flags),
@@ -431,15 +438,8 @@ impl Filesystem for FuseMaster {
         reply: ReplyWrite,
     ) {
         let kill_suidgid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        let write = move |fs: &MasterFs, data: std::borrow::Cow<'_, [u8]>| match fs.write(
-            ino.0,
-            fh.0,
-            offset,
-            data,
-            kill_suidgid,
-        ) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
+        let write = move |fs: &MasterFs, data: std::borrow::Cow<'_, [u8]>| {
+            written_reply(reply, fs.write(ino.0, fh.0, offset, data, kill_suidgid))
         };
         if data.len() >= LONG_IO_BYTES {
             // The request's buffer is the session's, reused for the next
@@ -663,16 +663,9 @@ impl Filesystem for FuseMaster {
         reply: ReplyWrite,
     ) {
         self.long(move |fs| {
-            match fs.copy_range(
-                ino_in.0,
-                offset_in,
-                ino_out.0,
-                offset_out,
-                len.min(u32::MAX as u64),
-            ) {
-                Ok(n) => reply.written(n.min(u32::MAX as u64) as u32),
-                Err(e) => reply.error(errno(e)),
-            }
+            let len = len.min(u32::MAX as u64);
+            let r = fs.copy_range(ino_in.0, offset_in, ino_out.0, offset_out, len);
+            written_reply(reply, r.map(|n| n.min(u32::MAX as u64) as u32))
         })
     }
 }

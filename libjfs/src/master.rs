@@ -1137,11 +1137,10 @@ impl MasterFs {
         self.getattr(ino)
     }
 
-    /// Writes through the journal; returns the bytes written.
-    /// `kill_suidgid` is the kernel's `FUSE_WRITE_KILL_SUIDGID`: see
-    /// `MasterFs::remove_suidgid`.
-    /// Writes `data` at `offset` through handle `fh`. Data given owned goes
-    /// into its record without a copy.
+    /// Writes `data` at `offset` through handle `fh`, through the journal;
+    /// returns the bytes written. Data given owned goes into its record
+    /// without a copy. `kill_suidgid` is the kernel's
+    /// `FUSE_WRITE_KILL_SUIDGID`: see `MasterFs::remove_suidgid`.
     pub fn write<'a>(
         &self,
         ino: u64,
@@ -1343,13 +1342,13 @@ impl MasterFs {
         })
     }
 
-    /// What `fsync` on the mount does: under the fsync policy, returns once
-    /// every record so far is durable.
     /// Whether [`MasterFs::fsync`] waits for the disk (the `fsync` policy).
     pub fn fsync_waits(&self) -> bool {
         self.fsync_waits
     }
 
+    /// What `fsync` on the mount does: under the fsync policy, returns once
+    /// every record so far is durable.
     pub fn fsync(&self) -> Result<()> {
         if self.fsync_waits {
             self.sync_journal()
