@@ -569,7 +569,7 @@ fn mount(
                 vol_path.display(),
                 mountpoint.display()
             );
-            if let Some(advice) = libjfs::fuse::threads::advice() {
+            if let Some(advice) = libjfs::fuse::threads::advice(readers) {
                 eprintln!("jfs-master: {advice}");
             }
             if let Some(addr) = addr {

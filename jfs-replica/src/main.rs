@@ -685,7 +685,7 @@ fn follow(
                 "jfs-replica: serving the tree read-only at {}",
                 mnt.display()
             );
-            if let Some(advice) = libjfs::fuse::threads::advice() {
+            if let Some(advice) = libjfs::fuse::threads::advice(readers) {
                 eprintln!("jfs-replica: {advice}");
             }
             Some(m)

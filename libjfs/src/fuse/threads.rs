@@ -41,20 +41,30 @@ pub fn wakes_here() -> Option<bool> {
     read_flag(Path::new(WAKE_HERE_PARAMETER))
 }
 
-/// One line for a tool to print when it mounts: how this kernel's setting
-/// serves the mount, or how to make small-file work faster where the
-/// kernel has the setting and it is off. `None` where the kernel has none.
-pub fn advice() -> Option<String> {
-    Some(if wakes_here()? {
-        "the kernel wakes each side of a FUSE request on the CPU that answers it \
-         (fuse wake_here=Y): one thread reads requests, long ones run beside it"
-            .to_owned()
-    } else {
-        format!(
-            "small-file work on FUSE mounts is about three times faster with \
+/// One line for a tool to print when it mounts with `readers`: how this
+/// kernel's setting serves the mount, or how to make small-file work
+/// faster where the kernel has the setting and it is off. `None` where the
+/// kernel has none.
+pub fn advice(readers: Readers) -> Option<String> {
+    wakes_here().map(|wake_here| advice_for(wake_here, readers))
+}
+
+/// [`advice`] for the setting `wake_here`.
+fn advice_for(wake_here: bool, readers: Readers) -> String {
+    let here = "the kernel wakes each side of a FUSE request on the CPU that answers it \
+                (fuse wake_here=Y)";
+    match (wake_here, readers) {
+        (true, Readers::Auto | Readers::Count(1)) => {
+            format!("{here}: one thread reads requests, long ones run beside it")
+        }
+        (true, Readers::Count(n)) => {
+            format!("{here}, but {n} threads read requests: with one (--fuse-readers auto) it gains more")
+        }
+        (false, _) => format!(
+            "small-file work on FUSE mounts is about twice as fast with \
              `echo Y > {WAKE_HERE_PARAMETER}` (see docs/PERFORMANCE.md)"
-        )
-    })
+        ),
+    }
 }
 
 /// A boolean module parameter: `Y` or `N` (`1` or `0` on some kernels).
@@ -286,6 +296,22 @@ mod tests {
         }
         assert_eq!(Readers::Count(3).to_string(), "3");
         assert_eq!(Readers::Auto.to_string(), "auto");
+    }
+
+    #[test]
+    fn the_advice_says_what_the_setting_and_the_readers_make_of_each_other() {
+        let one = advice_for(true, Readers::Auto);
+        assert!(one.contains("one thread reads requests"), "{one}");
+        assert_eq!(advice_for(true, Readers::Count(1)), one);
+        let many = advice_for(true, Readers::Count(8));
+        assert!(many.contains("but 8 threads read requests"), "{many}");
+        for readers in [Readers::Auto, Readers::Count(1), Readers::Count(8)] {
+            let off = advice_for(false, readers);
+            assert!(
+                off.contains(&format!("echo Y > {WAKE_HERE_PARAMETER}")),
+                "{off}"
+            );
+        }
     }
 
     #[test]
