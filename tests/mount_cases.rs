@@ -1456,15 +1456,9 @@ fn unlink_cost_does_not_grow_with_known_inodes() {
 }
 
 #[test]
-fn sequential_reads_use_a_read_ahead_of_one_mib() {
+fn sequential_reads_use_the_mounts_read_ahead() {
     let (dir, vol, mnt, m) = mounted_with(ONE_READER);
-    let dev = fs::metadata(&mnt).unwrap().dev();
-    let setting = format!(
-        "/sys/class/bdi/{}:{}/read_ahead_kb",
-        rustix::fs::major(dev),
-        rustix::fs::minor(dev)
-    );
-    assert_eq!(fs::read_to_string(&setting).unwrap().trim(), "1024");
+    assert_eq!(common::read_ahead_kb(&mnt), libjfs::mounts::READ_AHEAD_KB);
     let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
     fs::write(mnt.join("big"), &data).unwrap();
     assert_eq!(fs::read(mnt.join("big")).unwrap(), data);

@@ -426,6 +426,8 @@ fn the_mount_shows_the_tree() {
     // statfs answers.
     let st = rustix::fs::statvfs(&f.mnt).unwrap();
     assert!(st.f_blocks > 0);
+    // Sequential reads get the mount's read-ahead, not the kernel's 128 KiB.
+    assert_eq!(common::read_ahead_kb(&f.mnt), libjfs::mounts::READ_AHEAD_KB);
 }
 
 #[test]

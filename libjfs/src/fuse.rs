@@ -833,7 +833,7 @@ pub fn serve(
     let absolute = mountpoint.canonicalize()?;
     let mut session =
         fuser::Session::new(FuseMaster::new(fs.clone(), threads), mountpoint, &config)?;
-    raise_read_ahead(&absolute);
+    crate::mounts::raise_read_ahead(&absolute);
     let server = server.map(Arc::new);
     let admin = crate::admin::serve(
         &vol_path,
@@ -877,25 +877,6 @@ pub fn serve(
     let fs =
         Arc::try_unwrap(fs).map_err(|_| std::io::Error::other("the filesystem is still in use"))?;
     Ok(fs.into_volume())
-}
-
-/// Read-ahead for the mount, in KiB: 1 MiB, the largest read the kernel
-/// sends a FUSE server, where the default is 128 KiB. A sequential read then
-/// takes an eighth of the round trips.
-const READ_AHEAD_KB: u32 = 1024;
-
-/// Raises the read-ahead of the mount at `mountpoint`. FUSE cannot ask for
-/// more than the kernel offers at mount time, but the setting of the mount's
-/// device in sysfs can be raised after. Best effort: without it, reads take
-/// more requests and nothing else changes.
-fn raise_read_ahead(mountpoint: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    if let Some(dev) = crate::mounts::device_of(&info, mountpoint) {
-        let setting = format!("/sys/class/bdi/{dev}/read_ahead_kb");
-        let _ = std::fs::write(setting, READ_AHEAD_KB.to_string());
-    }
 }
 
 /// Answers the admin socket for a mounted master.

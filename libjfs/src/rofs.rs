@@ -1077,7 +1077,11 @@ impl ReadOnlyMount {
             fs: Arc::new(RoFs::new(inodes.clone(), gate)),
             threads,
         };
+        // Resolved before the mount: afterwards, looking at the mount point
+        // asks this filesystem, which is not serving yet.
+        let absolute = mountpoint.canonicalize()?;
         let session = fuser::Session::new(fs, mountpoint, &config)?;
+        crate::mounts::raise_read_ahead(&absolute);
         let notifier = session.notifier();
         let session = session.spawn()?;
         Ok(ReadOnlyMount {

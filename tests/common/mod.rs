@@ -82,6 +82,22 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|m| Path::new(&m.replace("\\040", " ")) == want)
 }
 
+/// The read-ahead (KiB) of the mount at `mnt`, from its device in sysfs.
+pub fn read_ahead_kb(mnt: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(mnt).unwrap().dev();
+    let setting = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev)
+    );
+    std::fs::read_to_string(&setting)
+        .unwrap_or_else(|e| panic!("read {setting}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// A running `jfs-master mount`. Dropping it unmounts (lazily if it must)
 /// and reaps the process, even when the test failed half-way.
 pub struct MountedMaster {
