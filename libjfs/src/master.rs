@@ -84,6 +84,74 @@ struct Inode {
 struct Handle {
     ino: u64,
     file: Arc<File>,
+    behind: WriteBehind,
+}
+
+/// Start the tree's writeback of a handle's sequential writes every this
+/// many bytes (see [`WriteBehind`]).
+const WRITE_BEHIND_BYTES: u64 = 8 << 20;
+
+/// Starts the tree's writeback of what a handle writes in sequence, a
+/// little behind the writes, instead of leaving it all to the final fsync.
+/// The tree's copy of the data is not what makes it durable (the journal
+/// is), so nothing waits for it; but a large file written through the
+/// mount goes to the disk twice, the journal while the file is written and
+/// the tree at the end, and the disk can take the tree's part while the
+/// server is busy with the journal's. Writes that jump about (a database's
+/// pages) are left to the kernel as before.
+///
+/// The kernel sends the pieces of one large write at once, so they can
+/// arrive out of order: a write belongs to the run unless it starts more
+/// than [`WRITE_BEHIND_GAP`] after its end or ends more than that before
+/// its start.
+#[derive(Default)]
+struct WriteBehind {
+    /// The run not yet written back: from, end.
+    run: Mutex<(u64, u64)>,
+}
+
+/// See [`WriteBehind`].
+const WRITE_BEHIND_GAP: u64 = 1 << 20;
+
+impl WriteBehind {
+    /// Notes a write of `len` bytes at `offset`; returns the range to start
+    /// writing back when a run has grown to [`WRITE_BEHIND_BYTES`].
+    fn wrote(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
+        let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        let (from, end) = *run;
+        let write_end = offset.saturating_add(len);
+        if offset > end.saturating_add(WRITE_BEHIND_GAP)
+            || write_end.saturating_add(WRITE_BEHIND_GAP) < from
+        {
+            *run = (offset, write_end);
+            return None;
+        }
+        let end = end.max(write_end);
+        if end - from >= WRITE_BEHIND_BYTES {
+            *run = (end, end);
+            Some((from, end - from))
+        } else {
+            *run = (from, end);
+            None
+        }
+    }
+}
+
+/// Starts writing back `len` bytes of `file` at `offset`, without waiting
+/// for them (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Best effort: an
+/// error leaves the pages to the kernel's own writeback.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call (`file`
+    // is borrowed), and the call touches no memory of this process.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 /// Directories (inode numbers) seen to have no default ACL, so that
@@ -692,6 +760,7 @@ impl MasterFs {
                 Handle {
                     ino,
                     file: Arc::new(file),
+                    behind: WriteBehind::default(),
                 },
             );
         Ok(fh)
@@ -1155,24 +1224,25 @@ impl MasterFs {
                 if kill_suidgid {
                     self.remove_suidgid(fh, &path)?;
                 }
-                if !data.is_empty() && data.len() <= crate::record::MAX_WRITE {
-                    let len = data.len() as u32;
+                let len = data.len();
+                if len != 0 && len <= crate::record::MAX_WRITE {
                     self.commit(Op::Write {
                         path,
                         offset,
                         data: data.into_owned(),
                     })?;
-                    return Ok(len);
+                } else {
+                    for (i, chunk) in data.chunks(crate::record::MAX_WRITE).enumerate() {
+                        let off = offset + (i * crate::record::MAX_WRITE) as u64;
+                        self.commit(Op::Write {
+                            path: path.clone(),
+                            offset: off,
+                            data: chunk.to_vec(),
+                        })?;
+                    }
                 }
-                for (i, chunk) in data.chunks(crate::record::MAX_WRITE).enumerate() {
-                    let off = offset + (i * crate::record::MAX_WRITE) as u64;
-                    self.commit(Op::Write {
-                        path: path.clone(),
-                        offset: off,
-                        data: chunk.to_vec(),
-                    })?;
-                }
-                Ok(data.len() as u32)
+                self.write_behind(fh, offset, len as u64);
+                Ok(len as u32)
             }
             Located::Detached(_) => {
                 // Unlinked while open: no longer part of the tree, so the write
@@ -1182,6 +1252,21 @@ impl MasterFs {
                     .map_err(|e| errno_of(&e))?;
                 Ok(data.len() as u32)
             }
+        }
+    }
+
+    /// Starts the tree's writeback behind handle `fh`'s sequential writes
+    /// (see [`WriteBehind`]).
+    fn write_behind(&self, fh: u64, offset: u64, len: u64) {
+        let kick = {
+            let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+            handles.get(&fh).and_then(|h| {
+                let (from, len) = h.behind.wrote(offset, len)?;
+                Some((Arc::clone(&h.file), from, len))
+            })
+        };
+        if let Some((file, from, len)) = kick {
+            start_writeback(&file, from, len);
         }
     }
 
@@ -1447,6 +1532,50 @@ mod tests {
     use std::path::Path;
 
     const ME: Caller = Caller { uid: 0, gid: 0 };
+
+    #[test]
+    fn write_behind_follows_sequential_runs_only() {
+        const MIB: u64 = 1 << 20;
+        let wb = WriteBehind::default();
+        // 1 MiB writes in order: the eighth starts the writeback of all
+        // eight, and the next run starts where that one ended.
+        for i in 0..7 {
+            assert_eq!(wb.wrote(i * MIB, MIB), None, "write {i}");
+        }
+        assert_eq!(wb.wrote(7 * MIB, MIB), Some((0, 8 * MIB)));
+        for i in 8..15 {
+            assert_eq!(wb.wrote(i * MIB, MIB), None, "write {i}");
+        }
+        assert_eq!(wb.wrote(15 * MIB, MIB), Some((8 * MIB, 8 * MIB)));
+
+        // The two halves of each large write may come in either order.
+        let wb = WriteBehind::default();
+        let mut kicked = Vec::new();
+        for i in 0..16 {
+            let half = MIB / 2;
+            kicked.extend(wb.wrote(i * MIB + half, half));
+            kicked.extend(wb.wrote(i * MIB, half));
+        }
+        assert_eq!(kicked, [(0, 8 * MIB), (8 * MIB, 8 * MIB)]);
+
+        // Writes that jump about never start a writeback.
+        let wb = WriteBehind::default();
+        for i in 0..64u64 {
+            let page = (i * 7919) % 64;
+            assert_eq!(wb.wrote(page * 4 * MIB, 64 << 10), None, "write {i}");
+        }
+        // Going back to the start of the file starts a new run there.
+        let wb = WriteBehind::default();
+        for i in 0..7 {
+            assert_eq!(wb.wrote(i * MIB, MIB), None);
+        }
+        assert_eq!(wb.wrote(7 * MIB, MIB), Some((0, 8 * MIB)));
+        assert_eq!(wb.wrote(0, MIB), None);
+        for i in 1..7 {
+            assert_eq!(wb.wrote(i * MIB, MIB), None, "write {i}");
+        }
+        assert_eq!(wb.wrote(7 * MIB, MIB), Some((0, 8 * MIB)));
+    }
 
     fn fs() -> (tempfile::TempDir, MasterFs, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
