@@ -46,7 +46,9 @@ pub fn device_of(mountinfo: &str, mountpoint: &Path) -> Option<String> {
 /// while the last answer is copied. A cold 1 GiB read through the master's
 /// mount took 0.57-0.80 s with 8 MiB, 0.75-0.91 s with 4 MiB (128 KiB
 /// reads; with 1 MiB reads 0.61-0.67 s against 0.67-0.83 s) and 0.71-1.42 s
-/// with 1 MiB (runs alternated; see docs/PERFORMANCE.md).
+/// with 1 MiB (runs alternated; see docs/PERFORMANCE.md). The replica's
+/// read-only mount takes it too, but opens files with direct I/O, so there
+/// it serves only mapped files (programs run from a replica, for one).
 pub const READ_AHEAD_KB: u32 = 8192;
 
 /// Raises the read-ahead of the FUSE mount at `mountpoint` (absolute,
