@@ -14,23 +14,28 @@ use std::sync::OnceLock;
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
+        // Test executables live in target/<profile dir>/deps; binaries one
+        // level up. The dev profile's directory is `debug`.
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+        };
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--workspace",
-                "--bins",
-                "--manifest-path",
-            ])
+            .args(["build", "--quiet", "--workspace", "--bins", "--profile"])
+            .arg(&profile)
+            .arg("--manifest-path")
             .arg(&manifest)
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "cargo build --workspace --bins failed");
-        // Test executables live in target/<profile>/deps; binaries one level up.
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().to_owned()
+        assert!(
+            status.success(),
+            "cargo build --workspace --bins --profile {profile} failed"
+        );
+        dir
     });
     let path = dir.join(name);
     assert!(path.exists(), "{} was not built", path.display());
