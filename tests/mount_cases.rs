@@ -1465,3 +1465,75 @@ fn sequential_reads_use_the_mounts_read_ahead() {
     m.unmount();
     assert_replays(&vol, dir.path());
 }
+
+#[test]
+fn a_rewind_while_mounted_drops_what_the_kernel_cached() {
+    let (dir, vol, mnt, m) = mounted();
+    let f = mnt.join("page");
+    fs::write(&f, vec![1u8; 256 << 10]).unwrap();
+    common::ok("jfs-master", &[&"snapshot", &vol, &"create", &"ones"]);
+    let rw = OpenOptions::new().read(true).write(true).open(&f).unwrap();
+    rw.write_all_at(&[2u8; 8192], 4096).unwrap();
+    drop(rw);
+    // Cached by the kernel, and kept there across opens.
+    let twos = fs::read(&f).unwrap();
+    assert_eq!(&twos[4096..12288], &[2u8; 8192][..]);
+    let probe = File::open(&f).unwrap();
+    assert!(libjfs::treeread::cached_pages(&probe, 0, 0).unwrap() > 0);
+    // Held open through the rewind, so the kernel keeps the inode and its
+    // pages: they must be dropped, for this handle and for new ones.
+    common::ok("jfs-master", &[&"rewind", &"--to", &"ones", &vol]);
+    let mut page = vec![0u8; 8192];
+    probe.read_exact_at(&mut page, 4096).unwrap();
+    assert!(
+        page.iter().all(|&b| b == 1),
+        "an open handle read stale pages"
+    );
+    drop(probe);
+    let now = fs::read(&f).unwrap();
+    assert!(
+        now.len() == 256 << 10 && now.iter().all(|&b| b == 1),
+        "a new open read stale pages"
+    );
+    m.unmount();
+    assert_replays(&vol, dir.path());
+}
+
+#[test]
+fn cold_large_files_are_read_around_the_trees_page_cache() {
+    let (dir, vol, mnt, m) = mounted();
+    let data: Vec<u8> = (0..8u64 << 20)
+        .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        .collect();
+    fs::write(mnt.join("big"), &data).unwrap();
+    fs::File::open(mnt.join("big")).unwrap().sync_all().unwrap();
+    // Drop the file from both page caches: the tree's and the mount's.
+    let tree = fs::File::open(vol.join("tree/big")).unwrap();
+    tree.sync_all().unwrap();
+    for f in [&tree, &fs::File::open(mnt.join("big")).unwrap()] {
+        rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    }
+    let pages = data.len() as u64 / 4096;
+    assert_eq!(libjfs::treeread::cached_pages(&tree, 0, 0), Some(0));
+    assert_eq!(fs::read(mnt.join("big")).unwrap(), data);
+    // The kernel's read-ahead asked for large pieces, which the server
+    // read with direct I/O: the tree's page cache holds next to nothing.
+    let cached = libjfs::treeread::cached_pages(&tree, 0, 0).unwrap();
+    assert!(cached < pages / 4, "{cached} of {pages} pages cached");
+    // Read again, as cached by the tree: a read of a file just written.
+    let mut start = vec![0u8; 1 << 20];
+    fs::File::open(vol.join("tree/big"))
+        .unwrap()
+        .read_exact(&mut start)
+        .unwrap();
+    rustix::fs::fadvise(
+        fs::File::open(mnt.join("big")).unwrap(),
+        0,
+        None,
+        rustix::fs::Advice::DontNeed,
+    )
+    .unwrap();
+    assert_eq!(fs::read(mnt.join("big")).unwrap(), data);
+    m.unmount();
+    assert_replays(&vol, dir.path());
+}

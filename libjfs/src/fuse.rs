@@ -158,6 +158,15 @@ fn data_reply(reply: ReplyData, r: crate::master::Result<&[u8]>) {
 /// are kept by the kernel (neither capability is asked for) and there is no
 /// writeback cache. So the kernel is told not to send it.
 ///
+/// The kernel also keeps what it cached of a file when it is opened again
+/// (`FOPEN_KEEP_CACHE`; otherwise every open drops it, and each `cat` of a
+/// large file would ask the server for all of it again). That cache stays
+/// true because every change to a file's data reaches the tree through
+/// this mount, where the kernel updates or drops its pages itself (writes,
+/// truncates, copies, punched holes, mappings), except a rewind's, after
+/// which the server tells the kernel to drop what it cached of every node
+/// the rewind touched (see `admin_handler`).
+///
 /// A handle opened for writing only also bypasses the kernel's page cache
 /// of the mount (`FOPEN_DIRECT_IO`, see [`FuseMaster::open_flags`]): every
 /// write is journaled and written to VOL/tree as it comes anyway, and such
@@ -169,7 +178,7 @@ fn data_reply(reply: ReplyData, r: crate::master::Result<&[u8]>) {
 /// see the new bytes (some kernels only with `FUSE_DIRECT_IO_ALLOW_MMAP`,
 /// which `init` asks for; kernels that do not know it get no direct
 /// handles).
-const FILE_OPEN: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+const FILE_OPEN: FopenFlags = FopenFlags::FOPEN_NOFLUSH.union(FopenFlags::FOPEN_KEEP_CACHE);
 
 impl FuseMaster {
     /// `fsync` and `fsyncdir`: the journal's sync waits for the disk where

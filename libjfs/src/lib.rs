@@ -37,6 +37,7 @@ pub mod retention;
 pub mod rofs;
 pub mod ship;
 pub mod tree;
+pub mod treeread;
 pub mod volume;
 
 pub use applier::{Applier, ApplyError};

@@ -32,6 +32,7 @@ use crate::record::{
     implied_mtimes, FallocateMode, NewNode, Op, RenameMode, SpecialKind, Timestamp,
 };
 use crate::tree::TreeError;
+use crate::treeread::{read_reusing, DirectFile};
 use crate::volume::{Volume, VolumeError};
 use crate::ApplyError;
 
@@ -85,6 +86,8 @@ struct Handle {
     ino: u64,
     file: Arc<File>,
     behind: WriteBehind,
+    /// The file for large reads of what the tree does not cache.
+    direct: Arc<DirectFile>,
 }
 
 /// Start the tree's writeback of a handle's sequential writes every this
@@ -201,7 +204,7 @@ pub struct MasterFs {
     head: Option<crate::ship::HeadSender>,
 }
 
-fn errno_of(e: &io::Error) -> Errno {
+pub(crate) fn errno_of(e: &io::Error) -> Errno {
     Errno::from_io_error(e).unwrap_or(Errno::IO)
 }
 
@@ -761,13 +764,15 @@ impl MasterFs {
                     ino,
                     file: Arc::new(file),
                     behind: WriteBehind::default(),
+                    direct: Arc::default(),
                 },
             );
         Ok(fh)
     }
 
     /// Reads up to `size` bytes at `offset` and hands them to `f`; see
-    /// `read_reusing`.
+    /// [`read_reusing`] (large reads of what the tree does not cache go
+    /// around its page cache).
     pub fn read_with<T>(
         &self,
         fh: u64,
@@ -775,9 +780,15 @@ impl MasterFs {
         size: u32,
         f: impl FnOnce(Result<&[u8]>) -> T,
     ) -> T {
-        match self.handle_file(fh) {
-            Ok(file) => read_reusing(&file, offset, size, f),
-            Err(e) => f(Err(e)),
+        let handle = {
+            let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+            handles
+                .get(&fh)
+                .map(|h| (Arc::clone(&h.file), Arc::clone(&h.direct)))
+        };
+        match handle {
+            Some((file, direct)) => read_reusing(&file, Some(&direct), offset, size, f),
+            None => f(Err(Errno::BADF)),
         }
     }
 
@@ -1477,38 +1488,6 @@ mod libc_o {
     pub const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
     pub const XATTR_CREATE: i32 = 1;
     pub const XATTR_REPLACE: i32 = 2;
-}
-
-/// Reads up to `size` bytes of `file` at `offset` (fewer only at its end)
-/// into a buffer each thread keeps, and hands them to `f`, which answers
-/// the kernel. A FUSE read asks for up to 1 MiB: a fresh zeroed buffer for
-/// each took a tenth of the server's CPU when reading a large file. `f`
-/// must not read through here again.
-pub(crate) fn read_reusing<T>(
-    file: &File,
-    offset: u64,
-    size: u32,
-    f: impl FnOnce(Result<&[u8]>) -> T,
-) -> T {
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BUF.with_borrow_mut(|buf| {
-        let size = size as usize;
-        if buf.len() < size {
-            buf.resize(size, 0);
-        }
-        let mut got = 0;
-        while got < size {
-            match file.read_at(&mut buf[got..size], offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return f(Err(errno_of(&e))),
-            }
-        }
-        f(Ok(&buf[..got]))
-    })
 }
 
 /// `lseek` with `SEEK_DATA` (3) or `SEEK_HOLE` (4) on a file of the tree,

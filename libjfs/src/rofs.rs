@@ -399,7 +399,7 @@ impl RoFs {
     }
 
     /// Reads up to `size` bytes at `offset` and hands them to `f`, under
-    /// the read gate (see `master::read_reusing`).
+    /// the read gate (see `treeread::read_reusing`).
     pub fn read_with<T>(
         &self,
         fh: u64,
@@ -412,7 +412,7 @@ impl RoFs {
             Err(e) => return f(Err(e)),
         };
         let _g = self.read_gate();
-        crate::master::read_reusing(&file, offset, size, f)
+        crate::treeread::read_reusing(&file, None, offset, size, f)
     }
 
     /// `SEEK_DATA` / `SEEK_HOLE` on an open file (the kernel does the others).
