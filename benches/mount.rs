@@ -1,6 +1,6 @@
 //! Benchmark of the master's FUSE mount: `cargo bench --bench mount`.
 //!
-//! A plain binary (no criterion) that runs the same five operations, in one
+//! A plain binary (no criterion) that runs the same six operations, in one
 //! run, on three targets on the same disk and prints one table with each
 //! figure beside the plain disk's:
 //!
@@ -16,7 +16,8 @@
 //!    pseudo-random (incompressible) bytes in memory, then `fsync` of the
 //!    file and `sync(2)`;
 //! 2. sequential read of it, 1 MiB `read(2)`s, after `sync(2)` and
-//!    `echo 3 > /proc/sys/vm/drop_caches` (untimed; no remount);
+//!    `echo 3 > /proc/sys/vm/drop_caches` (untimed; no remount), and again
+//!    warm: one untimed read, then a timed one through a new open;
 //! 3. create+write+close of 20,000 4 KiB files in one directory
 //!    (`std::fs::write`), then `fsync` of the directory and `sync(2)`;
 //! 4. `cp -a` of a real source tree (crates from `~/.cargo/registry/src`,
@@ -220,6 +221,24 @@ fn main() -> Result<()> {
     }
     // No second plain read: the virtio host caches what the guest wrote or
     // read lately, so a second cold read, of either plain file, is warm there.
+    rows.push(row);
+
+    // 2b. The same read again, warm: after one untimed read, through a new
+    // open, as a second `cat` of a file would.
+    let mut row = Row::new(
+        format!("seq read {big_mib} MiB, warm"),
+        "read again",
+        "MB/s",
+        big_bytes as f64 / 1e6,
+        1.1,
+    );
+    for t in &targets {
+        let path = t.dir.join("big");
+        seq_read(&path, &pattern, big_bytes)?;
+        row.push(measure(t, disk.as_ref(), || {
+            seq_read(&path, &pattern, big_bytes)
+        })?);
+    }
     rows.push(row);
 
     // 3. Small files.
