@@ -1520,7 +1520,8 @@ fn cold_large_files_are_read_around_the_trees_page_cache() {
     // read with direct I/O: the tree's page cache holds next to nothing.
     let cached = libjfs::treeread::cached_pages(&tree, 0, 0).unwrap();
     assert!(cached < pages / 4, "{cached} of {pages} pages cached");
-    // Read again, as cached by the tree: a read of a file just written.
+    // Again with the tree caching the first MiB (as after a write): that
+    // piece comes from its cache, the rest around it.
     let mut start = vec![0u8; 1 << 20];
     fs::File::open(vol.join("tree/big"))
         .unwrap()

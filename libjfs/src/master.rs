@@ -729,13 +729,15 @@ impl MasterFs {
             .map(|h| Arc::clone(&h.file))
     }
 
+    /// What `f` takes of handle `fh`, under the handles' lock.
+    fn with_handle<R>(&self, fh: u64, f: impl FnOnce(&Handle) -> R) -> Result<R> {
+        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        handles.get(&fh).map(f).ok_or(Errno::BADF)
+    }
+
     /// The file of handle `fh`.
     fn handle_file(&self, fh: u64) -> Result<Arc<File>> {
-        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
-        handles
-            .get(&fh)
-            .map(|h| Arc::clone(&h.file))
-            .ok_or(Errno::BADF)
+        self.with_handle(fh, |h| Arc::clone(&h.file))
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -780,15 +782,9 @@ impl MasterFs {
         size: u32,
         f: impl FnOnce(Result<&[u8]>) -> T,
     ) -> T {
-        let handle = {
-            let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
-            handles
-                .get(&fh)
-                .map(|h| (Arc::clone(&h.file), Arc::clone(&h.direct)))
-        };
-        match handle {
-            Some((file, direct)) => read_reusing(&file, Some(&direct), offset, size, f),
-            None => f(Err(Errno::BADF)),
+        match self.with_handle(fh, |h| (Arc::clone(&h.file), Arc::clone(&h.direct))) {
+            Ok((file, direct)) => read_reusing(&file, Some(&direct), offset, size, f),
+            Err(e) => f(Err(e)),
         }
     }
 
