@@ -1500,6 +1500,80 @@ fn a_rewind_while_mounted_drops_what_the_kernel_cached() {
 }
 
 #[test]
+fn a_missing_name_is_cached_as_missing() {
+    let (_dir, vol, mnt, m) = mounted();
+    fs::create_dir(mnt.join("d")).unwrap();
+    // A file made behind the mount's back right after a miss stays unseen
+    // while the miss is cached (a second, nothing like the time between
+    // the two lookups here; an attempt that took longer proves nothing and
+    // is made again).
+    let mut cached = false;
+    for i in 0..5 {
+        let (name, behind) = (
+            mnt.join(format!("d/m{i}")),
+            vol.join(format!("tree/d/m{i}")),
+        );
+        let started = Instant::now();
+        assert_eq!(
+            fs::metadata(&name).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        fs::write(&behind, b"behind").unwrap();
+        let seen = fs::metadata(&name).is_ok();
+        fs::remove_file(&behind).unwrap();
+        if !seen {
+            cached = true;
+            break;
+        }
+        assert!(
+            started.elapsed() > Duration::from_millis(500),
+            "the miss was not cached"
+        );
+    }
+    assert!(
+        cached,
+        "every attempt took longer than the cache keeps a miss"
+    );
+    m.unmount();
+}
+
+#[test]
+fn names_cached_as_missing_appear_when_made_or_rewound() {
+    let (dir, vol, mnt, m) = mounted();
+    fs::write(mnt.join("kept"), b"kept").unwrap();
+    common::ok("jfs-master", &[&"snapshot", &vol, &"create", &"with"]);
+    fs::remove_file(mnt.join("kept")).unwrap();
+    // Each kind of new name, each looked up (and found missing) first.
+    let missing = |name: &str| {
+        assert_eq!(
+            fs::symlink_metadata(mnt.join(name)).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        )
+    };
+    for name in ["f", "dir", "link", "hard", "moved", "kept"] {
+        missing(name);
+    }
+    fs::write(mnt.join("f"), b"f").unwrap();
+    fs::create_dir(mnt.join("dir")).unwrap();
+    std::os::unix::fs::symlink("f", mnt.join("link")).unwrap();
+    fs::hard_link(mnt.join("f"), mnt.join("hard")).unwrap();
+    fs::write(mnt.join("tmp"), b"moved").unwrap();
+    fs::rename(mnt.join("tmp"), mnt.join("moved")).unwrap();
+    assert_eq!(fs::read(mnt.join("f")).unwrap(), b"f");
+    assert!(fs::metadata(mnt.join("dir")).unwrap().is_dir());
+    assert_eq!(fs::read_link(mnt.join("link")).unwrap(), Path::new("f"));
+    assert_eq!(fs::read(mnt.join("hard")).unwrap(), b"f");
+    assert_eq!(fs::read(mnt.join("moved")).unwrap(), b"moved");
+    // A rewind brings back a name the kernel holds as missing.
+    missing("kept");
+    common::ok("jfs-master", &[&"rewind", &"--to", &"with", &vol]);
+    assert_eq!(fs::read(mnt.join("kept")).unwrap(), b"kept");
+    missing("f");
+    m.unmount();
+    assert_replays(&vol, dir.path());
+}
+
+#[test]
 fn cold_large_files_are_read_around_the_trees_page_cache() {
     let (dir, vol, mnt, m) = mounted();
     let data: Vec<u8> = (0..8u64 << 20)

@@ -125,6 +125,33 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// The answer for a name that does not exist: node 0, which the kernel
+/// keeps for `TTL` as a name known to be missing, so that looking for it
+/// again (a search path, a build probing for files, `stat` before
+/// `create`) does not ask the server each time. An error reply would not
+/// be cached. The kernel drops the entry itself when the name is created
+/// through the mount, and a rewind drops it with the others it touched
+/// (see `admin_handler`).
+fn negative_entry() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -239,7 +266,12 @@ impl Filesystem for FuseMaster {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
+        match self.fs.lookup(parent.0, name.as_bytes()) {
+            // A name that does not exist is cached as such, like one that
+            // does (see `negative_entry`).
+            Err(rustix::io::Errno::NOENT) => reply.entry(&TTL, &negative_entry(), Generation(0)),
+            r => entry(reply, r),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
