@@ -187,7 +187,7 @@ fn main() -> Result<()> {
         "write",
         "MB/s",
         big_bytes as f64 / 1e6,
-        2.0,
+        Some(2.0),
     );
     for t in &targets {
         let path = t.dir.join("big");
@@ -207,7 +207,7 @@ fn main() -> Result<()> {
         "read",
         "MB/s",
         big_bytes as f64 / 1e6,
-        1.1,
+        Some(1.1),
     );
     for t in &targets {
         let path = t.dir.join("big");
@@ -230,7 +230,7 @@ fn main() -> Result<()> {
         "read again",
         "MB/s",
         big_bytes as f64 / 1e6,
-        1.1,
+        Some(1.1),
     );
     for t in &targets {
         let path = t.dir.join("big");
@@ -247,7 +247,7 @@ fn main() -> Result<()> {
         "small files",
         "files/s",
         small_files as f64,
-        3.0,
+        Some(3.0),
     );
     for t in &targets {
         let d = t.dir.join("small");
@@ -277,7 +277,7 @@ fn main() -> Result<()> {
         "cp -a",
         "files/s",
         tree.count.files as f64,
-        3.0,
+        Some(3.0),
     );
     for t in &targets {
         let d = t.dir.join("tree");
@@ -296,13 +296,37 @@ fn main() -> Result<()> {
     row.plain_again = Some(measure(plain, disk.as_ref(), || cp_tree(&tree, &again))?);
     rows.push(row);
 
+    // 4b. Looking up names that do not exist, each several times: what a
+    // search path or a build probing for files does.
+    let (names, rounds) = ((small_files / 10).max(1), 10);
+    let mut row = Row::new(
+        format!("stat {names} missing x {rounds}"),
+        "missing",
+        "stats/s",
+        (names * rounds) as f64,
+        None,
+    );
+    for t in &targets {
+        let d = t.dir.join("missing");
+        fs::create_dir(&d)?;
+        row.push(measure(t, disk.as_ref(), || {
+            missing_names(&d, names, rounds)
+        })?);
+    }
+    let again = plain.dir.join("missing-again");
+    fs::create_dir(&again)?;
+    row.plain_again = Some(measure(plain, disk.as_ref(), || {
+        missing_names(&again, names, rounds)
+    })?);
+    rows.push(row);
+
     // 5. rm -rf of the copy.
     let mut row = Row::new(
         format!("rm -rf tree ({} files)", tree.count.files),
         "rm -rf",
         "files/s",
         tree.count.files as f64,
-        3.0,
+        Some(3.0),
     );
     for t in &targets {
         let d = t.dir.join("tree");
@@ -661,6 +685,21 @@ fn small_files_run(dir: &Path, pattern: &[u8], n: usize) -> Result<(Duration, Du
     Ok((start.elapsed(), s.elapsed()))
 }
 
+/// `stat` of `names` names that do not exist in `dir`, `rounds` times over.
+fn missing_names(dir: &Path, names: usize, rounds: usize) -> Result<(Duration, Duration)> {
+    let paths: Vec<PathBuf> = (0..names).map(|i| dir.join(format!("m{i:05}"))).collect();
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for p in &paths {
+            match fs::symlink_metadata(p) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                r => bail!("{}: {r:?}, expected not found", p.display()),
+            }
+        }
+    }
+    Ok((start.elapsed(), Duration::ZERO))
+}
+
 fn cp_tree(tree: &Tree, dest: &Path) -> Result<(Duration, Duration)> {
     let start = Instant::now();
     let st = Command::new("cp")
@@ -889,8 +928,8 @@ struct Row {
     unit: &'static str,
     /// MB or files: the numerator of the rate.
     amount: f64,
-    /// The aim for jfs, as a ratio to the plain disk.
-    aim: f64,
+    /// The aim for jfs, as a ratio to the plain disk, where there is one.
+    aim: Option<f64>,
     /// One per target, in target order.
     runs: Vec<Run>,
     /// The plain disk once more, after the FUSE targets: how much the
@@ -899,7 +938,13 @@ struct Row {
 }
 
 impl Row {
-    fn new(name: String, short: &'static str, unit: &'static str, amount: f64, aim: f64) -> Row {
+    fn new(
+        name: String,
+        short: &'static str,
+        unit: &'static str,
+        amount: f64,
+        aim: Option<f64>,
+    ) -> Row {
         Row {
             name,
             short,
@@ -1009,11 +1054,14 @@ fn print_table(targets: &[Target], rows: &[Row]) {
             }
         }
         let jfs = secs(r.runs.last().expect("jfs ran").elapsed) / plain;
-        line += &format!(
-            " | {:>5}x {}",
-            r.aim,
-            if jfs <= r.aim { "met" } else { "MISSED" }
-        );
+        line += &match r.aim {
+            Some(aim) => format!(
+                " | {:>5}x {}",
+                aim,
+                if jfs <= aim { "met" } else { "MISSED" }
+            ),
+            None => format!(" | {:>6} -", "none"),
+        };
         println!("{line}");
     }
     println!("   The plain disk runs each operation twice, first and again after the FUSE targets (but the read,");
