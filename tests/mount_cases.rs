@@ -476,6 +476,48 @@ fn writes_remove_privileges_as_on_a_local_filesystem() {
     assert_replays(&vol, dir.path());
 }
 
+/// The kernel sees at once what a write took away: a direct write's
+/// setuid and setgid are dropped by the server, and the kernel, which
+/// caches the file's mode, must be told. Otherwise it would go on running
+/// the changed file setuid root for as long as it caches attributes.
+#[test]
+fn a_setuid_file_changed_by_a_user_runs_as_that_user_at_once() {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    use std::os::unix::process::CommandExt;
+    let (dir, vol, mnt, m) = mounted();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&mnt, fs::Permissions::from_mode(0o777)).unwrap();
+    let local = dir.path().join("local");
+    fs::create_dir(&local).unwrap();
+    for root in [&local, &mnt] {
+        // Root's, setuid and setgid, and anyone may write it.
+        let id = root.join("id");
+        fs::copy("/usr/bin/id", &id).unwrap();
+        fs::set_permissions(&id, fs::Permissions::from_mode(0o6777)).unwrap();
+        let as_user = |script: &str| {
+            let out = Command::new("sh")
+                .arg("-ec")
+                .arg(script)
+                .arg("sh")
+                .arg(&id)
+                .uid(1234)
+                .gid(1234)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}: {out:?}", root.display());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        // Appended to (a write-only handle, a direct write), then run.
+        let ran = as_user("printf x >> \"$1\"; \"$1\" -u; \"$1\" -g");
+        assert_eq!(ran, "1234\n1234\n", "in {}", root.display());
+        // The mode as the kernel holds it (a mode-only statx asks no one).
+        let st = statx(CWD, &id, AtFlags::empty(), StatxFlags::MODE).unwrap();
+        assert_eq!(st.stx_mode & 0o7777, 0o777, "in {}", root.display());
+    }
+    m.unmount();
+    assert_replays(&vol, dir.path());
+}
+
 // ---- 4. mmap ----------------------------------------------------------------
 
 #[test]

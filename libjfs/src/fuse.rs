@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -35,16 +35,24 @@ pub struct FuseMaster {
     direct_writes: bool,
     /// Where requests that can take long run (see [`threads`]).
     threads: Threads,
+    /// Tells the kernel what changed behind its caches; set once the
+    /// session exists, before it serves anything.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl FuseMaster {
     /// `threads` says where long requests run; its readers are the
     /// session's business.
-    pub fn new(fs: Arc<MasterFs>, threads: Threads) -> FuseMaster {
+    pub fn new(
+        fs: Arc<MasterFs>,
+        threads: Threads,
+        notifier: Arc<OnceLock<fuser::Notifier>>,
+    ) -> FuseMaster {
         FuseMaster {
             fs,
             direct_writes: false,
             threads,
+            notifier,
         }
     }
 
@@ -200,7 +208,8 @@ fn data_reply(reply: ReplyData, r: crate::master::Result<&[u8]>) {
 /// a handle can neither read nor be mapped, so the cache would only cost a
 /// copy of every byte and, before each new file's first write, a getxattr
 /// of `security.capability`. The kernel then leaves clearing setuid and
-/// setgid to the server (see [`MasterFs::write`]), and drops the cached
+/// setgid to the server (see [`MasterFs::write`]), which tells it when
+/// that changed the mode (its copy would be stale), and drops the cached
 /// pages a direct write overlaps, so that readers through other handles
 /// see the new bytes (some kernels only with `FUSE_DIRECT_IO_ALLOW_MMAP`,
 /// which `init` asks for; kernels that do not know it get no direct
@@ -479,8 +488,22 @@ impl Filesystem for FuseMaster {
         reply: ReplyWrite,
     ) {
         let kill_suidgid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let notifier = self.notifier.clone();
         let write = move |fs: &MasterFs, data: std::borrow::Cow<'_, [u8]>| {
-            written_reply(reply, fs.write(ino.0, fh.0, offset, data, kill_suidgid))
+            match fs.write(ino.0, fh.0, offset, data, kill_suidgid) {
+                Ok(w) => {
+                    if w.mode_changed {
+                        // The kernel keeps a direct write's mode as it was:
+                        // until told, it would still see setuid (and run
+                        // the file so) for as long as it caches attributes.
+                        if let Some(n) = notifier.get() {
+                            let _ = n.inval_inode(ino, -1, 0);
+                        }
+                    }
+                    reply.written(w.len)
+                }
+                Err(e) => reply.error(errno(e)),
+            }
         };
         if data.len() >= LONG_IO_BYTES {
             // The request's buffer is the session's, reused for the next
@@ -872,8 +895,13 @@ pub fn serve(
     // Resolved before the mount: afterwards, looking at the mount point asks
     // this filesystem, which is not serving yet.
     let absolute = mountpoint.canonicalize()?;
-    let mut session =
-        fuser::Session::new(FuseMaster::new(fs.clone(), threads), mountpoint, &config)?;
+    let notifier = Arc::new(OnceLock::new());
+    let mut session = fuser::Session::new(
+        FuseMaster::new(fs.clone(), threads, notifier.clone()),
+        mountpoint,
+        &config,
+    )?;
+    let _ = notifier.set(session.notifier());
     crate::mounts::raise_read_ahead(&absolute);
     let server = server.map(Arc::new);
     let admin = crate::admin::serve(

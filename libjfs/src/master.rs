@@ -260,6 +260,17 @@ fn acl_mode(acl: &[u8]) -> Option<u32> {
     Some(0o7000 | user << 6 | mask.unwrap_or(group) << 3 | other)
 }
 
+/// What [`MasterFs::write`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The bytes written.
+    pub len: u32,
+    /// Whether the write dropped the file's setuid or setgid bit first:
+    /// the kernel, which leaves that to the server for direct writes, must
+    /// then be told that its copy of the mode is out of date.
+    pub mode_changed: bool,
+}
+
 /// Who asks: the caller's ids, for ownership of what it creates.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
@@ -1213,10 +1224,10 @@ impl MasterFs {
         self.getattr(ino)
     }
 
-    /// Writes `data` at `offset` through handle `fh`, through the journal;
-    /// returns the bytes written. Data given owned goes into its record
-    /// without a copy. `kill_suidgid` is the kernel's
-    /// `FUSE_WRITE_KILL_SUIDGID`: see `MasterFs::remove_suidgid`.
+    /// Writes `data` at `offset` through handle `fh`, through the journal.
+    /// Data given owned goes into its record without a copy.
+    /// `kill_suidgid` is the kernel's `FUSE_WRITE_KILL_SUIDGID`: see
+    /// `MasterFs::remove_suidgid`.
     pub fn write<'a>(
         &self,
         ino: u64,
@@ -1224,13 +1235,23 @@ impl MasterFs {
         offset: u64,
         data: impl Into<std::borrow::Cow<'a, [u8]>>,
         kill_suidgid: bool,
-    ) -> Result<u32> {
+    ) -> Result<Written> {
         let data = data.into();
-        match self.locate(ino)? {
+        let located = self.locate(ino)?;
+        let mode_changed = kill_suidgid && self.remove_suidgid(fh, &located)?;
+        let len = self.write_located(fh, located, offset, data)?;
+        Ok(Written { len, mode_changed })
+    }
+
+    fn write_located(
+        &self,
+        fh: u64,
+        located: Located,
+        offset: u64,
+        data: std::borrow::Cow<'_, [u8]>,
+    ) -> Result<u32> {
+        match located {
             Located::Path(path) => {
-                if kill_suidgid {
-                    self.remove_suidgid(fh, &path)?;
-                }
                 let len = data.len();
                 if len != 0 && len <= crate::record::MAX_WRITE {
                     self.commit(Op::Write {
@@ -1281,25 +1302,32 @@ impl MasterFs {
     /// `CAP_FSETID`, which the kernel does itself for handles in its page
     /// cache and asks the server to do for direct writes
     /// (`FUSE_WRITE_KILL_SUIDGID`): setuid goes, and setgid where group
-    /// execute is set, journaled as the chmod it is. (The kernel drops
-    /// `security.capability` itself either way.)
-    fn remove_suidgid(&self, fh: u64, path: &RelPath) -> Result<()> {
-        let mode = rustix::fs::fstat(&*self.handle_file(fh)?)?.st_mode & 0o7777;
+    /// execute is set, journaled as the chmod it is (a file no longer in
+    /// the tree is changed directly, as its writes are). Returns whether
+    /// the mode changed: the kernel still holds the old one. (The kernel
+    /// drops `security.capability` itself either way.)
+    fn remove_suidgid(&self, fh: u64, located: &Located) -> Result<bool> {
+        let file = self.handle_file(fh)?;
+        let mode = rustix::fs::fstat(&*file)?.st_mode & 0o7777;
         let mut kept = mode & !libc_o::S_ISUID;
         if mode & libc_o::S_IXGRP != 0 {
             kept &= !libc_o::S_ISGID;
         }
         if kept == mode {
-            return Ok(());
+            return Ok(false);
         }
-        self.commit(Op::SetAttr {
-            node: Node::Path(path.clone()),
-            mode: Some(kept),
-            uid: None,
-            gid: None,
-            atime: None,
-            mtime: None,
-        })
+        match located {
+            Located::Path(path) => self.commit(Op::SetAttr {
+                node: Node::Path(path.clone()),
+                mode: Some(kept),
+                uid: None,
+                gid: None,
+                atime: None,
+                mtime: None,
+            })?,
+            Located::Detached(_) => rustix::fs::fchmod(&*file, Mode::from_raw_mode(kept))?,
+        }
+        Ok(true)
     }
 
     pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
@@ -1574,7 +1602,7 @@ mod tests {
         let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0o022, ME).unwrap();
         let (f, fh) = fs.create(d.ino, b"f", 0o666, 0o022, 2, ME).unwrap();
         assert_eq!(f.perm, 0o644);
-        assert_eq!(fs.write(f.ino, fh, 0, b"hello", false).unwrap(), 5);
+        assert_eq!(fs.write(f.ino, fh, 0, b"hello", false).unwrap().len, 5);
         assert_eq!(fs.read(fh, 0, 100).unwrap(), b"hello");
         // Rename the directory: the open file's path follows.
         fs.rename(ROOT_INO, b"d", ROOT_INO, b"e", RenameMode::Replace)
@@ -1609,6 +1637,37 @@ mod tests {
             fs.mkdir(ROOT_INO, b"e", 0o755, 0, ME).err(),
             Some(Errno::EXIST)
         );
+        check_replays(dir.path(), fs, &vol_path);
+    }
+
+    #[test]
+    fn a_write_that_drops_setuid_says_so() {
+        let (dir, fs, vol_path) = fs();
+        let mode = |ino| fs.getattr(ino).unwrap().perm;
+        let (f, fh) = fs.create(ROOT_INO, b"f", 0o644, 0, 1, ME).unwrap();
+        fs.setattr(f.ino, Some(0o6755), None, None, None, None, None)
+            .unwrap();
+        let w = fs.write(f.ino, fh, 0, b"a", true).unwrap();
+        assert_eq!((w.len, w.mode_changed), (1, true));
+        assert_eq!(mode(f.ino), 0o755, "setuid and (group execute) setgid go");
+        let w = fs.write(f.ino, fh, 1, b"b", true).unwrap();
+        assert!(!w.mode_changed, "nothing left to drop");
+        // Without the kernel's flag (the writer holds CAP_FSETID) they stay.
+        fs.setattr(f.ino, Some(0o4755), None, None, None, None, None)
+            .unwrap();
+        assert!(!fs.write(f.ino, fh, 2, b"c", false).unwrap().mode_changed);
+        assert_eq!(mode(f.ino), 0o4755);
+        fs.release(fh);
+        // A file unlinked while open changes directly, and says so too.
+        let (g, gh) = fs.create(ROOT_INO, b"g", 0o644, 0, 1, ME).unwrap();
+        fs.setattr(g.ino, Some(0o4745), None, None, None, None, None)
+            .unwrap();
+        fs.unlink(ROOT_INO, b"g").unwrap();
+        let head = fs.with_volume(|v| v.head());
+        assert!(fs.write(g.ino, gh, 0, b"gone", true).unwrap().mode_changed);
+        assert_eq!(fs.with_volume(|v| v.head()), head, "nothing journaled");
+        assert_eq!(mode(g.ino), 0o745);
+        fs.release(gh);
         check_replays(dir.path(), fs, &vol_path);
     }
 
