@@ -941,6 +941,29 @@ fn acls_and_modes_interact_as_on_a_local_filesystem() {
         seen.push((acl(&f), mode(&f)));
         fs::set_permissions(&f, fs::Permissions::from_mode(0o604)).unwrap();
         seen.push((acl(&f), mode(&f)));
+        // A default ACL more open than the caller's umask stands in its
+        // place; without one the umask applies. Made by a shell with a
+        // umask of its own, whatever this process's is.
+        let open = root.join("open");
+        fs::create_dir(&open).unwrap();
+        sh(Command::new("setfacl")
+            .args(["-d", "-m", "u::rwx,g::rwx,o::rwx"])
+            .arg(&open));
+        let plain = root.join("plain");
+        fs::create_dir(&plain).unwrap();
+        for (d, umask) in [(&open, "022"), (&plain, "027")] {
+            sh(Command::new("sh")
+                .arg("-ec")
+                .arg(format!(
+                    "umask {umask}; cd \"$1\"; echo x > f; mkdir d; mknod p p"
+                ))
+                .arg("sh")
+                .arg(d));
+            for name in ["f", "d", "p"] {
+                let p = d.join(name);
+                seen.push((acl(&p), mode(&p)));
+            }
+        }
         results.push(seen);
     }
     assert_eq!(results[0], results[1], "local filesystem, then the mount");

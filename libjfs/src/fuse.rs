@@ -261,10 +261,16 @@ fn xattr_reply(reply: ReplyXattr, size: u32, r: crate::master::Result<Vec<u8>>) 
 impl Filesystem for FuseMaster {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // The kernel enforces POSIX ACLs (read from the xattrs) as a local
-        // filesystem does, and leaves the umask to us (see MasterFs::new_node).
+        // filesystem does. It leaves the umask to us only when told to
+        // (`FUSE_DONT_MASK`): otherwise it takes the umask off a new
+        // node's mode itself, even where the parent's default ACL should
+        // stand in its place (see MasterFs::new_node).
         config
             .add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL)
             .map_err(|_| std::io::Error::other("the kernel does not support POSIX ACLs on FUSE"))?;
+        config
+            .add_capabilities(fuser::InitFlags::FUSE_DONT_MASK)
+            .map_err(|_| std::io::Error::other("the kernel cannot leave the umask to FUSE"))?;
         // Cached pages are dropped where a direct write lands (see
         // `FILE_OPEN`). Kernels before 6.6 do not know the flag; write-only
         // handles then stay in the page cache.

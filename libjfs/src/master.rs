@@ -902,7 +902,8 @@ impl MasterFs {
         is_dir: bool,
     ) -> Result<NewNode> {
         // With a default ACL on the parent, the ACL masks the mode instead of
-        // the umask, as on a local filesystem (the kernel leaves both to us).
+        // the umask, as on a local filesystem (the kernel leaves both to us:
+        // `FUSE_DONT_MASK`).
         let mut perm = match self.default_acl(parent) {
             Ok(acl) => mode & acl_mode(&acl).unwrap_or(0o777) & 0o7777,
             Err(_) => mode & !umask & 0o7777,
