@@ -971,6 +971,60 @@ fn acls_and_modes_interact_as_on_a_local_filesystem() {
     assert_replays(&vol, dir.path());
 }
 
+/// Setting a file's access ACL drops its setgid bit when the caller is
+/// neither in the file's group nor holds CAP_FSETID, as on a local
+/// filesystem (the fix of CVE-2016-7097); a member or root keeps it.
+#[test]
+fn an_acl_set_from_outside_the_group_drops_setgid() {
+    require_acl_tools();
+    let (dir, vol, mnt, m) = mounted();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let local = dir.path().join("local");
+    fs::create_dir(&local).unwrap();
+    let mut results = Vec::new();
+    for root in [&local, &mnt] {
+        let mut modes = Vec::new();
+        // Who sets the ACL: setpriv's identity options, or none for root.
+        for (name, who) in [
+            (
+                "outsider",
+                &["--reuid=1001", "--regid=1001", "--clear-groups"][..],
+            ),
+            (
+                "member",
+                &["--reuid=1001", "--regid=1001", "--groups=77"][..],
+            ),
+            ("root", &[][..]),
+        ] {
+            let f = root.join(name);
+            fs::write(&f, b"x").unwrap();
+            std::os::unix::fs::chown(&f, Some(1001), Some(77)).unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o2775)).unwrap();
+            let out = Command::new("setpriv")
+                .args(who)
+                .args(["setfacl", "-m", "u:1002:r"])
+                .arg(&f)
+                .output()
+                .expect("setpriv (util-linux)");
+            assert!(
+                out.status.success(),
+                "{name} in {}: {out:?}",
+                root.display()
+            );
+            modes.push((name, fs::metadata(&f).unwrap().mode() & 0o7777));
+        }
+        results.push(modes);
+    }
+    assert_eq!(
+        results[0],
+        [("outsider", 0o775), ("member", 0o2775), ("root", 0o2775)],
+        "on the local filesystem"
+    );
+    assert_eq!(results[1], results[0], "on the mount");
+    m.unmount();
+    assert_replays(&vol, dir.path());
+}
+
 // ---- 9. name lengths ----------------------------------------------------------
 
 #[test]

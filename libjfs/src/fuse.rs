@@ -160,6 +160,28 @@ fn negative_entry() -> FileAttr {
     }
 }
 
+/// Whether the process behind `req` is in group `gid` or holds
+/// `CAP_FSETID` (the kernel's `in_group_or_capable`), from its
+/// `/proc/PID/status`. A process that cannot be read (gone already) is
+/// taken to be neither, which at worst drops a setgid bit it could have
+/// kept.
+fn in_group_or_capable(req: &Request, gid: u32) -> bool {
+    if req.gid() == gid {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", req.pid())) else {
+        return false;
+    };
+    const CAP_FSETID: u32 = 4;
+    status.lines().any(|line| match line.split_once(':') {
+        Some(("Groups", groups)) => groups.split_whitespace().any(|g| g.parse() == Ok(gid)),
+        Some(("CapEff", caps)) => {
+            u64::from_str_radix(caps.trim(), 16).is_ok_and(|c| c & (1 << CAP_FSETID) != 0)
+        }
+        _ => false,
+    })
+}
+
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -649,7 +671,7 @@ impl Filesystem for FuseMaster {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -657,10 +679,22 @@ impl Filesystem for FuseMaster {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        empty(
-            reply,
-            self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
-        );
+        // Setting an access ACL drops setgid for a caller outside the
+        // node's group without CAP_FSETID, as on a local filesystem. The
+        // kernel would say so only with FUSE_SETXATTR_EXT, which fuser
+        // cannot parse, so the caller is asked here.
+        let acl = name.as_bytes() == b"system.posix_acl_access";
+        let keeps_setgid = |gid| in_group_or_capable(req, gid);
+        let r = self
+            .fs
+            .setxattr(ino.0, name.as_bytes(), value, flags)
+            .and_then(|()| match self.fs.getattr(ino.0) {
+                Ok(a) if acl && a.perm & 0o2000 != 0 && !keeps_setgid(a.gid) => {
+                    self.fs.drop_setgid(ino.0)
+                }
+                _ => Ok(()),
+            });
+        empty(reply, r);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

@@ -1452,6 +1452,30 @@ impl MasterFs {
         })
     }
 
+    /// What a local filesystem does when a caller that is not in a node's
+    /// group and lacks `CAP_FSETID` sets its access ACL (the kernel's
+    /// `posix_acl_update_mode`): the setgid bit goes, journaled as the
+    /// chmod it is (a node no longer in the tree is changed directly).
+    /// Who the caller is, is the FUSE layer's to tell.
+    pub fn drop_setgid(&self, ino: u64) -> Result<()> {
+        let perm = self.getattr(ino)?.perm;
+        if perm & libc_o::S_ISGID == 0 {
+            return Ok(());
+        }
+        let kept = perm & !libc_o::S_ISGID;
+        match self.node_of(ino) {
+            Ok(node) => self.commit(Op::SetAttr {
+                node,
+                mode: Some(kept),
+                uid: None,
+                gid: None,
+                atime: None,
+                mtime: None,
+            }),
+            Err(_) => rustix::fs::fchmod(self.detached(ino)?, Mode::from_raw_mode(kept)),
+        }
+    }
+
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         let node = match self.node_of(ino) {
             Ok(node) => node,
@@ -1669,6 +1693,30 @@ mod tests {
         assert_eq!(fs.with_volume(|v| v.head()), head, "nothing journaled");
         assert_eq!(mode(g.ino), 0o745);
         fs.release(gh);
+        check_replays(dir.path(), fs, &vol_path);
+    }
+
+    #[test]
+    fn drop_setgid_journals_a_chmod_or_changes_a_detached_node() {
+        let (dir, fs, vol_path) = fs();
+        let (f, fh) = fs.create(ROOT_INO, b"f", 0o644, 0, 1, ME).unwrap();
+        fs.setattr(f.ino, Some(0o2745), None, None, None, None, None)
+            .unwrap();
+        let head = fs.with_volume(|v| v.head());
+        fs.drop_setgid(f.ino).unwrap();
+        assert_eq!(fs.getattr(f.ino).unwrap().perm, 0o745);
+        assert_eq!(fs.with_volume(|v| v.head()).seq, head.seq + 1);
+        // Nothing to drop: nothing journaled.
+        fs.drop_setgid(f.ino).unwrap();
+        assert_eq!(fs.with_volume(|v| v.head()).seq, head.seq + 1);
+        fs.setattr(f.ino, Some(0o6755), None, None, None, None, None)
+            .unwrap();
+        fs.unlink(ROOT_INO, b"f").unwrap();
+        let head = fs.with_volume(|v| v.head());
+        fs.drop_setgid(f.ino).unwrap();
+        assert_eq!(fs.getattr(f.ino).unwrap().perm, 0o4755, "setuid stays");
+        assert_eq!(fs.with_volume(|v| v.head()), head, "nothing journaled");
+        fs.release(fh);
         check_replays(dir.path(), fs, &vol_path);
     }
 
