@@ -140,25 +140,23 @@ fn file_attr(a: &Attr) -> FileAttr {
 /// be cached. The kernel drops the entry itself when the name is created
 /// through the mount, and a rewind drops it with the others it touched
 /// (see `admin_handler`).
-fn negative_entry() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: UNIX_EPOCH,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
-        crtime: UNIX_EPOCH,
-        kind: FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
-    }
-}
+const NEGATIVE_ENTRY: FileAttr = FileAttr {
+    ino: INodeNo(0),
+    size: 0,
+    blocks: 0,
+    atime: UNIX_EPOCH,
+    mtime: UNIX_EPOCH,
+    ctime: UNIX_EPOCH,
+    crtime: UNIX_EPOCH,
+    kind: FileType::RegularFile,
+    perm: 0,
+    nlink: 0,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: 0,
+    flags: 0,
+};
 
 /// Whether the process behind `req` is in group `gid` or holds
 /// `CAP_FSETID` (the kernel's `in_group_or_capable`), from its
@@ -305,8 +303,8 @@ impl Filesystem for FuseMaster {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name.as_bytes()) {
             // A name that does not exist is cached as such, like one that
-            // does (see `negative_entry`).
-            Err(rustix::io::Errno::NOENT) => reply.entry(&TTL, &negative_entry(), Generation(0)),
+            // does (see `NEGATIVE_ENTRY`).
+            Err(rustix::io::Errno::NOENT) => reply.entry(&TTL, &NEGATIVE_ENTRY, Generation(0)),
             r => entry(reply, r),
         }
     }
@@ -516,8 +514,9 @@ impl Filesystem for FuseMaster {
         reply: ReplyWrite,
     ) {
         let kill_suidgid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        let notifier = self.notifier.clone();
-        let write = move |fs: &MasterFs, data: std::borrow::Cow<'_, [u8]>| {
+        let write = move |fs: &MasterFs,
+                          notifier: &OnceLock<fuser::Notifier>,
+                          data: std::borrow::Cow<'_, [u8]>| {
             match fs.write(ino.0, fh.0, offset, data, kill_suidgid) {
                 Ok(w) => {
                     if w.mode_changed {
@@ -537,9 +536,10 @@ impl Filesystem for FuseMaster {
             // The request's buffer is the session's, reused for the next
             // one: the copy is the one the record would take anyway.
             let data = data.to_vec();
-            self.long(move |fs| write(fs, data.into()))
+            let notifier = self.notifier.clone();
+            self.long(move |fs| write(fs, &notifier, data.into()))
         } else {
-            write(&self.fs, data.into())
+            write(&self.fs, &self.notifier, data.into())
         }
     }
 
@@ -683,17 +683,12 @@ impl Filesystem for FuseMaster {
         // node's group without CAP_FSETID, as on a local filesystem. The
         // kernel would say so only with FUSE_SETXATTR_EXT, which fuser
         // cannot parse, so the caller is asked here.
-        let acl = name.as_bytes() == b"system.posix_acl_access";
-        let keeps_setgid = |gid| in_group_or_capable(req, gid);
-        let r = self
-            .fs
-            .setxattr(ino.0, name.as_bytes(), value, flags)
-            .and_then(|()| match self.fs.getattr(ino.0) {
-                Ok(a) if acl && a.perm & 0o2000 != 0 && !keeps_setgid(a.gid) => {
-                    self.fs.drop_setgid(ino.0)
-                }
-                _ => Ok(()),
-            });
+        let mut r = self.fs.setxattr(ino.0, name.as_bytes(), value, flags);
+        if r.is_ok() && name.as_bytes() == b"system.posix_acl_access" {
+            r = self
+                .fs
+                .drop_setgid_unless(ino.0, |gid| in_group_or_capable(req, gid));
+        }
         empty(reply, r);
     }
 

@@ -1239,7 +1239,7 @@ impl MasterFs {
     ) -> Result<Written> {
         let data = data.into();
         let located = self.locate(ino)?;
-        let mode_changed = kill_suidgid && self.remove_suidgid(fh, &located)?;
+        let mode_changed = kill_suidgid && self.remove_suidgid(ino, fh, &located)?;
         let len = self.write_located(fh, located, offset, data)?;
         Ok(Written { len, mode_changed })
     }
@@ -1307,7 +1307,7 @@ impl MasterFs {
     /// the tree is changed directly, as its writes are). Returns whether
     /// the mode changed: the kernel still holds the old one. (The kernel
     /// drops `security.capability` itself either way.)
-    fn remove_suidgid(&self, fh: u64, located: &Located) -> Result<bool> {
+    fn remove_suidgid(&self, ino: u64, fh: u64, located: &Located) -> Result<bool> {
         let file = self.handle_file(fh)?;
         let mode = rustix::fs::fstat(&*file)?.st_mode & 0o7777;
         let mut kept = mode & !libc_o::S_ISUID;
@@ -1317,18 +1317,30 @@ impl MasterFs {
         if kept == mode {
             return Ok(false);
         }
-        match located {
-            Located::Path(path) => self.commit(Op::SetAttr {
-                node: Node::Path(path.clone()),
-                mode: Some(kept),
+        let node = match located {
+            Located::Path(path) => Some(Node::Path(path.clone())),
+            Located::Detached(_) => None,
+        };
+        self.chmod_in_passing(ino, node, kept)?;
+        Ok(true)
+    }
+
+    /// Sets the mode of node `ino`, at `node` in the tree, as a consequence
+    /// of another change: journaled as the chmod it is, or, for a node no
+    /// longer in the tree (`None`), on its open file directly, as its
+    /// writes are.
+    fn chmod_in_passing(&self, ino: u64, node: Option<Node>, mode: u32) -> Result<()> {
+        match node {
+            Some(node) => self.commit(Op::SetAttr {
+                node,
+                mode: Some(mode),
                 uid: None,
                 gid: None,
                 atime: None,
                 mtime: None,
-            })?,
-            Located::Detached(_) => rustix::fs::fchmod(&*file, Mode::from_raw_mode(kept))?,
+            }),
+            None => rustix::fs::fchmod(self.detached(ino)?, Mode::from_raw_mode(mode)),
         }
-        Ok(true)
     }
 
     pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
@@ -1452,28 +1464,20 @@ impl MasterFs {
         })
     }
 
-    /// What a local filesystem does when a caller that is not in a node's
-    /// group and lacks `CAP_FSETID` sets its access ACL (the kernel's
-    /// `posix_acl_update_mode`): the setgid bit goes, journaled as the
-    /// chmod it is (a node no longer in the tree is changed directly).
-    /// Who the caller is, is the FUSE layer's to tell.
-    pub fn drop_setgid(&self, ino: u64) -> Result<()> {
-        let perm = self.getattr(ino)?.perm;
-        if perm & libc_o::S_ISGID == 0 {
+    /// What a local filesystem does when a caller sets a node's access
+    /// ACL (the kernel's `posix_acl_update_mode`): unless the caller is in
+    /// the node's group or holds `CAP_FSETID` (`keeps_setgid`, given the
+    /// group, is the FUSE layer's to tell), the setgid bit goes.
+    pub fn drop_setgid_unless(
+        &self,
+        ino: u64,
+        keeps_setgid: impl FnOnce(u32) -> bool,
+    ) -> Result<()> {
+        let attr = self.getattr(ino)?;
+        if attr.perm & libc_o::S_ISGID == 0 || keeps_setgid(attr.gid) {
             return Ok(());
         }
-        let kept = perm & !libc_o::S_ISGID;
-        match self.node_of(ino) {
-            Ok(node) => self.commit(Op::SetAttr {
-                node,
-                mode: Some(kept),
-                uid: None,
-                gid: None,
-                atime: None,
-                mtime: None,
-            }),
-            Err(_) => rustix::fs::fchmod(self.detached(ino)?, Mode::from_raw_mode(kept)),
-        }
+        self.chmod_in_passing(ino, self.node_of(ino).ok(), attr.perm & !libc_o::S_ISGID)
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
@@ -1697,23 +1701,33 @@ mod tests {
     }
 
     #[test]
-    fn drop_setgid_journals_a_chmod_or_changes_a_detached_node() {
+    fn an_acl_from_outside_the_group_drops_setgid_journaled_or_directly() {
         let (dir, fs, vol_path) = fs();
         let (f, fh) = fs.create(ROOT_INO, b"f", 0o644, 0, 1, ME).unwrap();
-        fs.setattr(f.ino, Some(0o2745), None, None, None, None, None)
+        fs.setattr(f.ino, Some(0o2745), None, Some(77), None, None, None)
             .unwrap();
         let head = fs.with_volume(|v| v.head());
-        fs.drop_setgid(f.ino).unwrap();
+        // A caller that keeps it is asked about the node's group.
+        let mut asked = None;
+        fs.drop_setgid_unless(f.ino, |gid| {
+            asked = Some(gid);
+            true
+        })
+        .unwrap();
+        assert_eq!(asked, Some(77));
+        assert_eq!(fs.getattr(f.ino).unwrap().perm, 0o2745);
+        // An outsider loses it, journaled.
+        fs.drop_setgid_unless(f.ino, |_| false).unwrap();
         assert_eq!(fs.getattr(f.ino).unwrap().perm, 0o745);
         assert_eq!(fs.with_volume(|v| v.head()).seq, head.seq + 1);
         // Nothing to drop: nothing journaled.
-        fs.drop_setgid(f.ino).unwrap();
+        fs.drop_setgid_unless(f.ino, |_| false).unwrap();
         assert_eq!(fs.with_volume(|v| v.head()).seq, head.seq + 1);
         fs.setattr(f.ino, Some(0o6755), None, None, None, None, None)
             .unwrap();
         fs.unlink(ROOT_INO, b"f").unwrap();
         let head = fs.with_volume(|v| v.head());
-        fs.drop_setgid(f.ino).unwrap();
+        fs.drop_setgid_unless(f.ino, |_| false).unwrap();
         assert_eq!(fs.getattr(f.ino).unwrap().perm, 0o4755, "setuid stays");
         assert_eq!(fs.with_volume(|v| v.head()), head, "nothing journaled");
         fs.release(fh);
