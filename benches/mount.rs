@@ -296,6 +296,27 @@ fn main() -> Result<()> {
     row.plain_again = Some(measure(plain, disk.as_ref(), || cp_tree(&tree, &again))?);
     rows.push(row);
 
+    // 4a. Walking the copy again later (a build's stats, `git status`,
+    // `find`): every directory listed and every entry stat-ed, once
+    // untimed, then after a pause longer than a second.
+    let rounds = 3;
+    let entries = tree.count.files + tree.count.dirs + tree.count.symlinks;
+    let mut row = Row::new(
+        format!("walk tree again x {rounds}"),
+        "walk",
+        "stats/s",
+        (entries * rounds) as f64,
+        None,
+    );
+    for t in &targets {
+        let d = t.dir.join("tree");
+        row.push(measure(t, disk.as_ref(), || walk_again(&d, rounds))?);
+    }
+    row.plain_again = Some(measure(plain, disk.as_ref(), || {
+        walk_again(&plain.dir.join("tree-again"), rounds)
+    })?);
+    rows.push(row);
+
     // 4b. Looking up names that do not exist, each several times: what a
     // search path or a build probing for files does.
     let (names, rounds) = ((small_files / 10).max(1), 10);
@@ -683,6 +704,35 @@ fn small_files_run(dir: &Path, pattern: &[u8], n: usize) -> Result<(Duration, Du
     let s = Instant::now();
     fsync_and_sync(dir)?;
     Ok((start.elapsed(), s.elapsed()))
+}
+
+/// Lists every directory under `dir` and stats every entry: once, then,
+/// after 1.5 s, `rounds` times timed. Fails unless each walk sees the same.
+fn walk_again(dir: &Path, rounds: usize) -> Result<(Duration, Duration)> {
+    fn walk(dir: &Path) -> Result<usize> {
+        let mut seen = 0;
+        for e in fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+            let path = e?.path();
+            let meta = fs::symlink_metadata(&path)?;
+            seen += 1;
+            if meta.is_dir() {
+                seen += walk(&path)?;
+            }
+        }
+        Ok(seen)
+    }
+    let first = walk(dir)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let seen = walk(dir)?;
+        ensure!(
+            seen == first,
+            "{}: walked {seen} entries, then {first}",
+            dir.display()
+        );
+    }
+    Ok((start.elapsed(), Duration::ZERO))
 }
 
 /// `stat` of `names` names that do not exist in `dir`, `rounds` times over.

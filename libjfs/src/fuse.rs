@@ -24,9 +24,16 @@ pub mod threads;
 
 use threads::{Readers, Threads, LONG_IO_BYTES};
 
-/// How long the kernel may cache names and attributes. Every change to the
-/// tree goes through this mount, so the kernel's caches stay true.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache names (missing ones too), attributes and
+/// directory listings without asking again: a day, so that a tree walked
+/// again (a build's `stat`s, `git status`, `find`) costs no requests. Any
+/// length is as true as a second would be, because every change to the tree
+/// reaches it through this mount: the kernel updates or drops what it
+/// cached of the nodes each request changes (the file, its directory, a
+/// replaced target, the other names of a hard link). The server tells it
+/// about the two changes it makes on its own: a rewind's (see
+/// `admin_handler`) and a mode a direct write changed (see `write`).
+const TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The `fuser::Filesystem` for a master volume.
 pub struct FuseMaster {
@@ -580,44 +587,34 @@ impl Filesystem for FuseMaster {
         self.fsync_reply(reply);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        opened_reply(reply, self.fs.opendir(ino.0), FopenFlags::empty())
+    /// Answered with `ENOSYS`, after which the kernel opens directories
+    /// without asking and sends no `releasedir` (`no_opendir`): a listing
+    /// needs no handle (see `MasterFs::readdir`). The kernel then keeps
+    /// each directory's listing (`FOPEN_CACHE_DIR`) across opens
+    /// (`FOPEN_KEEP_CACHE`) and reads it again only once the directory
+    /// changed: it drops the listing itself when a request through the
+    /// mount changes the directory, and on the server's word after a
+    /// rewind (see `TTL`). So walking a tree again costs no requests.
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        // Offsets: 1 is after ".", 2 after "..", 2 + i after the i-th entry.
-        let mut next = offset;
-        if next == 0 {
-            if reply.add(ino, 1, FileType::Directory, ".") {
-                return reply.ok();
-            }
-            next = 1;
-        }
-        if next == 1 {
-            if reply.add(
-                INodeNo(crate::master::ROOT_INO),
-                2,
-                FileType::Directory,
-                "..",
-            ) {
-                return reply.ok();
-            }
-            next = 2;
-        }
-        match self.fs.readdir(fh.0, next - 2, 4096) {
+        // A page of the kernel's takes about 150 entries of short names;
+        // those that do not fit are read again by the next call.
+        match self.fs.readdir(ino.0, offset, 256) {
             Ok(entries) => {
-                for (i, e) in entries.iter().enumerate() {
-                    let off = next + i as u64 + 1;
+                for (e, next) in &entries {
                     if reply.add(
                         INodeNo(e.ino),
-                        off,
+                        *next,
                         file_type(e.kind),
                         OsStr::from_bytes(&e.name),
                     ) {
@@ -628,18 +625,6 @@ impl Filesystem for FuseMaster {
             }
             Err(e) => reply.error(errno(e)),
         }
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.fs.releasedir(fh.0);
-        reply.ok();
     }
 
     fn fsyncdir(

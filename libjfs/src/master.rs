@@ -195,7 +195,6 @@ pub struct MasterFs {
     root_backing_ino: u64,
     inodes: RwLock<HashMap<u64, Inode>>,
     handles: RwLock<HashMap<u64, Handle>>,
-    dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
     no_default_acl: Mutex<NoDefaultAcl>,
     next_fh: AtomicU64,
     /// Whether `fsync` waits for the journal to be durable.
@@ -311,7 +310,6 @@ impl MasterFs {
             root_backing_ino,
             inodes: RwLock::new(inodes),
             handles: RwLock::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
             no_default_acl: Mutex::new(NoDefaultAcl::default()),
             next_fh: AtomicU64::new(1),
             fsync_waits,
@@ -820,43 +818,56 @@ impl MasterFs {
         drop(handle);
     }
 
-    pub fn opendir(&self, ino: u64) -> Result<u64> {
+    /// Up to `max` entries of directory `ino` that come after position
+    /// `offset` (0 for the start, `.` and `..` included), each with the
+    /// position after it. Positions are the tree's own directory cookies,
+    /// so each call reads the tree afresh and nothing is held between
+    /// calls: a listing goes on where the last one stopped, and an entry
+    /// that stays in the directory meanwhile is listed once, as on the
+    /// tree's filesystem. (The kernel opens directories without asking,
+    /// see `FuseMaster::opendir`.)
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<(DirEntry, u64)>> {
         let path = self.path_of(ino)?;
-        let mut entries = Vec::new();
-        for e in std::fs::read_dir(self.backing(path.as_ref())).map_err(|e| errno_of(&e))? {
-            let e = e.map_err(|e| errno_of(&e))?;
-            let ft = e.file_type().map_err(|e| errno_of(&e))?;
-            entries.push(DirEntry {
-                ino: self.fuse_ino(e.ino()),
-                kind: FileKind::from_file_type(ft),
-                name: e.file_name().as_bytes().to_vec(),
-            });
+        let name = path.as_ref().map_or(&b"."[..], |p| p.as_bytes());
+        let fd = rustix::fs::openat(
+            &self.root,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut dir = rustix::fs::Dir::new(fd)?;
+        if offset != 0 {
+            dir.seek(offset as i64)?;
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, entries);
-        Ok(fh)
-    }
-
-    /// Entries from `offset` on (offset `i` is the entry after the `i`-th), at most `max`.
-    pub fn readdir(&self, fh: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
-        let dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
-        let entries = dirs.get(&fh).ok_or(Errno::BADF)?;
-        Ok(entries
-            .iter()
-            .skip(offset as usize)
-            .take(max)
-            .cloned()
-            .collect())
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh);
+        let mut entries = Vec::new();
+        while entries.len() < max {
+            let Some(e) = dir.read() else { break };
+            let e = e?;
+            let name = e.file_name().to_bytes();
+            let ino = match name {
+                // The root's parent is outside the tree.
+                b".." if path.is_none() => ROOT_INO,
+                _ => self.fuse_ino(e.ino()),
+            };
+            let kind = match e.file_type() {
+                rustix::fs::FileType::Unknown => {
+                    FileKind::from_raw(rustix::fs::FileType::from_raw_mode(
+                        rustix::fs::statat(dir.fd()?, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+                    ))
+                }
+                ft => FileKind::from_raw(ft),
+            };
+            let next = e.offset() as u64;
+            entries.push((
+                DirEntry {
+                    ino,
+                    kind,
+                    name: name.to_vec(),
+                },
+                next,
+            ));
+        }
+        Ok(entries)
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
@@ -1666,6 +1677,69 @@ mod tests {
             fs.mkdir(ROOT_INO, b"e", 0o755, 0, ME).err(),
             Some(Errno::EXIST)
         );
+        check_replays(dir.path(), fs, &vol_path);
+    }
+
+    #[test]
+    fn a_listing_goes_on_from_its_position_without_a_handle() {
+        let (dir, fs, vol_path) = fs();
+        let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0o022, ME).unwrap();
+        for i in 0..600 {
+            let (_, fh) = fs
+                .create(d.ino, format!("e{i:03}").as_bytes(), 0o644, 0, 1, ME)
+                .unwrap();
+            fs.release(fh);
+        }
+        // Read a page at a time, removing entries between the pages: each
+        // entry still there is listed once, and those listed before their
+        // removal are not listed again.
+        let mut doomed = (0..600).step_by(7).map(|i| format!("e{i:03}"));
+        let (mut seen, mut offset) = (Vec::new(), 0);
+        for _ in 0..20 {
+            let page = fs.readdir(d.ino, offset, 100).unwrap();
+            assert!(page.len() <= 100);
+            let Some(&(_, last)) = page.last() else { break };
+            offset = last;
+            seen.extend(page.into_iter().map(|(e, _)| e.name));
+            for name in doomed.by_ref().take(10) {
+                fs.unlink(d.ino, name.as_bytes()).unwrap();
+            }
+        }
+        assert!(fs.readdir(d.ino, offset, 100).unwrap().is_empty());
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "an entry was listed twice");
+        let left: Vec<Vec<u8>> = std::fs::read_dir(vol_path.join("tree/d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        for name in &left {
+            assert!(
+                seen.contains(name),
+                "{} was never listed",
+                String::from_utf8_lossy(name)
+            );
+        }
+        assert!(seen.contains(&b".".to_vec()) && seen.contains(&b"..".to_vec()));
+        // Inode numbers as the kernel knows them: the root's parent is the
+        // root, and a directory's own entries name it and its parent.
+        let root: Vec<_> = fs.readdir(ROOT_INO, 0, 10).unwrap();
+        let ino_of = |list: &[(DirEntry, u64)], name: &[u8]| {
+            list.iter()
+                .find(|(e, _)| e.name == name)
+                .map(|(e, _)| (e.ino, e.kind))
+        };
+        assert_eq!(ino_of(&root, b".."), Some((ROOT_INO, FileKind::Directory)));
+        assert_eq!(ino_of(&root, b"."), Some((ROOT_INO, FileKind::Directory)));
+        assert_eq!(ino_of(&root, b"d"), Some((d.ino, FileKind::Directory)));
+        let inner = fs.readdir(d.ino, 0, 2).unwrap();
+        assert_eq!(ino_of(&inner, b".."), Some((ROOT_INO, FileKind::Directory)));
+        assert_eq!(ino_of(&inner, b"."), Some((d.ino, FileKind::Directory)));
+        // A moved directory is listed at its new place.
+        fs.rename(ROOT_INO, b"d", ROOT_INO, b"moved", RenameMode::Replace)
+            .unwrap();
+        assert!(!fs.readdir(d.ino, 0, 1000).unwrap().is_empty());
         check_replays(dir.path(), fs, &vol_path);
     }
 
