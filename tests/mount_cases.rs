@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1659,6 +1659,52 @@ fn a_walked_tree_is_served_from_the_kernels_cache_until_it_changes() {
     fs::set_permissions(mnt.join("d/a"), fs::Permissions::from_mode(0o640)).unwrap();
     assert_eq!(mode(&mnt.join("d/a")), 0o640);
     m.unmount();
+}
+
+#[test]
+fn names_a_listing_brings_work_without_a_lookup() {
+    let (dir, vol, mnt, m) = mounted();
+    fs::create_dir(mnt.join("d")).unwrap();
+    for i in 0..100 {
+        fs::write(mnt.join(format!("d/f{i:03}")), format!("{i}")).unwrap();
+    }
+    fs::set_permissions(mnt.join("d/f007"), fs::Permissions::from_mode(0o600)).unwrap();
+    m.unmount();
+    // A fresh mount knows no names: the listing brings them, with their
+    // attributes, and the kernel then uses them without looking them up.
+    let m = common::MountedMaster::start(&vol, &mnt, &[]);
+    let entries: Vec<_> = fs::read_dir(mnt.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(entries.len(), 100);
+    for e in &entries {
+        let meta = e.metadata().unwrap();
+        let tree = fs::symlink_metadata(vol.join("tree/d").join(e.file_name())).unwrap();
+        assert_eq!(
+            (meta.ino(), meta.mode(), meta.len()),
+            (tree.ino(), tree.mode(), tree.len())
+        );
+        assert_eq!(e.ino(), tree.ino());
+    }
+    drop(entries); // they hold the directory open
+    assert_eq!(fs::read_to_string(mnt.join("d/f042")).unwrap(), "42");
+    fs::write(mnt.join("d/f043"), b"changed").unwrap();
+    fs::rename(mnt.join("d/f044"), mnt.join("d/moved")).unwrap();
+    fs::remove_file(mnt.join("d/f045")).unwrap();
+    assert_eq!(
+        fs::metadata(mnt.join("d/f007"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    m.unmount();
+    assert_eq!(fs::read(vol.join("tree/d/f043")).unwrap(), b"changed");
+    assert_eq!(fs::read(vol.join("tree/d/moved")).unwrap(), b"44");
+    assert!(!vol.join("tree/d/f045").exists());
+    assert_replays(&vol, dir.path());
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::OFlags;
 
@@ -301,6 +301,11 @@ impl Filesystem for FuseMaster {
         // Cached pages are dropped where a direct write lands (see
         // `FILE_OPEN`). Kernels before 6.6 do not know the flag; write-only
         // handles then stay in the page cache.
+        // Listings with attributes when the kernel sees fit (see
+        // `readdirplus`); a kernel without them looks names up one by one.
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+        );
         self.direct_writes = config
             .add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
             .is_ok();
@@ -619,6 +624,42 @@ impl Filesystem for FuseMaster {
                         OsStr::from_bytes(&e.name),
                     ) {
                         break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// A listing with each entry's attributes, which the kernel asks for
+    /// when it starts reading a directory and while names of it are being
+    /// looked up (`ls -l`, a first walk): one request for a page of
+    /// entries instead of a lookup for each.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        // Attributes make an entry about 150 bytes: some 27 to a page.
+        match self.fs.readdir_plus(ino.0, offset, 64) {
+            Ok(entries) => {
+                for (e, next, a) in &entries {
+                    if reply.add(
+                        INodeNo(e.ino),
+                        *next,
+                        OsStr::from_bytes(&e.name),
+                        &TTL,
+                        &file_attr(a),
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                    if !matches!(e.name.as_slice(), b"." | b"..") {
+                        self.fs.looked_up(ino.0, &e.name, a);
                     }
                 }
                 reply.ok();

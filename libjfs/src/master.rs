@@ -827,6 +827,44 @@ impl MasterFs {
     /// tree's filesystem. (The kernel opens directories without asking,
     /// see `FuseMaster::opendir`.)
     pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<(DirEntry, u64)>> {
+        Ok(self
+            .list(ino, offset, max, false)?
+            .into_iter()
+            .map(|(e, next, _)| (e, next))
+            .collect())
+    }
+
+    /// [`MasterFs::readdir`] with each entry's attributes, for the
+    /// kernel's `readdirplus`; an entry removed between the listing and
+    /// its `stat` is left out. The kernel takes a reference to every entry
+    /// it is given but `.` and `..`, as a lookup does: tell
+    /// [`MasterFs::looked_up`] of each.
+    pub fn readdir_plus(
+        &self,
+        ino: u64,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<(DirEntry, u64, Attr)>> {
+        Ok(self
+            .list(ino, offset, max, true)?
+            .into_iter()
+            .filter_map(|(e, next, attr)| attr.map(|a| (e, next, a)))
+            .collect())
+    }
+
+    /// The kernel took a reference to `name` in `parent`, with `attr`,
+    /// from a `readdirplus`.
+    pub fn looked_up(&self, parent: u64, name: &[u8], attr: &Attr) {
+        self.remember(attr, parent, name);
+    }
+
+    fn list(
+        &self,
+        ino: u64,
+        offset: u64,
+        max: usize,
+        attrs: bool,
+    ) -> Result<Vec<(DirEntry, u64, Option<Attr>)>> {
         let path = self.path_of(ino)?;
         let name = path.as_ref().map_or(&b"."[..], |p| p.as_bytes());
         let fd = rustix::fs::openat(
@@ -844,17 +882,33 @@ impl MasterFs {
             let Some(e) = dir.read() else { break };
             let e = e?;
             let name = e.file_name().to_bytes();
-            let ino = match name {
-                // The root's parent is outside the tree.
-                b".." if path.is_none() => ROOT_INO,
-                _ => self.fuse_ino(e.ino()),
+            // The root's parent is outside the tree: it is the root here.
+            let outside = name == b".." && path.is_none();
+            let stat = |name: &[u8]| -> Result<Option<Attr>> {
+                let at = if outside { &b"."[..] } else { name };
+                match rustix::fs::statat(dir.fd()?, at, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => Ok(Some(self.attr_of(&st))),
+                    Err(Errno::NOENT) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            };
+            let attr = if attrs { stat(name)? } else { None };
+            if attrs && attr.is_none() {
+                continue; // removed since it was listed
+            }
+            let ino = if outside {
+                ROOT_INO
+            } else {
+                self.fuse_ino(e.ino())
             };
             let kind = match e.file_type() {
-                rustix::fs::FileType::Unknown => {
-                    FileKind::from_raw(rustix::fs::FileType::from_raw_mode(
-                        rustix::fs::statat(dir.fd()?, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-                    ))
-                }
+                rustix::fs::FileType::Unknown => match &attr {
+                    Some(a) => a.kind,
+                    None => match stat(name)? {
+                        Some(a) => a.kind,
+                        None => continue,
+                    },
+                },
                 ft => FileKind::from_raw(ft),
             };
             let next = e.offset() as u64;
@@ -865,6 +919,7 @@ impl MasterFs {
                     name: name.to_vec(),
                 },
                 next,
+                attr,
             ));
         }
         Ok(entries)
