@@ -298,14 +298,14 @@ impl Filesystem for FuseMaster {
         config
             .add_capabilities(fuser::InitFlags::FUSE_DONT_MASK)
             .map_err(|_| std::io::Error::other("the kernel cannot leave the umask to FUSE"))?;
-        // Cached pages are dropped where a direct write lands (see
-        // `FILE_OPEN`). Kernels before 6.6 do not know the flag; write-only
-        // handles then stay in the page cache.
         // Listings with attributes when the kernel sees fit (see
         // `readdirplus`); a kernel without them looks names up one by one.
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
         );
+        // Cached pages are dropped where a direct write lands (see
+        // `FILE_OPEN`). Kernels before 6.6 do not know the flag; write-only
+        // handles then stay in the page cache.
         self.direct_writes = config
             .add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
             .is_ok();
@@ -659,7 +659,7 @@ impl Filesystem for FuseMaster {
                         break;
                     }
                     if !matches!(e.name.as_slice(), b"." | b"..") {
-                        self.fs.looked_up(ino.0, &e.name, a);
+                        self.fs.remember(a, ino.0, &e.name);
                     }
                 }
                 reply.ok();

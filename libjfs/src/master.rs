@@ -625,8 +625,10 @@ impl MasterFs {
         }
     }
 
-    /// Records that `attr`'s inode is known as `name` in `parent`, and counts a lookup.
-    fn remember(&self, attr: &Attr, parent: u64, name: &[u8]) {
+    /// Records that `attr`'s inode is known as `name` in `parent`, and
+    /// counts a lookup (one the kernel made, or an entry it took from a
+    /// `readdirplus`).
+    pub(crate) fn remember(&self, attr: &Attr, parent: u64, name: &[u8]) {
         let mut inodes = self.inodes.write().unwrap_or_else(|p| p.into_inner());
         let node = inodes.entry(attr.ino).or_default();
         node.dir = attr.kind == FileKind::Directory;
@@ -838,7 +840,7 @@ impl MasterFs {
     /// kernel's `readdirplus`; an entry removed between the listing and
     /// its `stat` is left out. The kernel takes a reference to every entry
     /// it is given but `.` and `..`, as a lookup does: tell
-    /// [`MasterFs::looked_up`] of each.
+    /// [`MasterFs::remember`] of each.
     pub fn readdir_plus(
         &self,
         ino: u64,
@@ -852,12 +854,9 @@ impl MasterFs {
             .collect())
     }
 
-    /// The kernel took a reference to `name` in `parent`, with `attr`,
-    /// from a `readdirplus`.
-    pub fn looked_up(&self, parent: u64, name: &[u8], attr: &Attr) {
-        self.remember(attr, parent, name);
-    }
-
+    /// What `readdir` and `readdir_plus` share: the entries after
+    /// `offset`, with attributes when `attrs` (or when the tree's
+    /// filesystem does not give an entry's type).
     fn list(
         &self,
         ino: u64,
@@ -866,10 +865,10 @@ impl MasterFs {
         attrs: bool,
     ) -> Result<Vec<(DirEntry, u64, Option<Attr>)>> {
         let path = self.path_of(ino)?;
-        let name = path.as_ref().map_or(&b"."[..], |p| p.as_bytes());
+        let rel = path.as_ref().map_or(&b"."[..], |p| p.as_bytes());
         let fd = rustix::fs::openat(
             &self.root,
-            name,
+            rel,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
@@ -884,33 +883,25 @@ impl MasterFs {
             let name = e.file_name().to_bytes();
             // The root's parent is outside the tree: it is the root here.
             let outside = name == b".." && path.is_none();
-            let stat = |name: &[u8]| -> Result<Option<Attr>> {
+            let unknown = e.file_type() == rustix::fs::FileType::Unknown;
+            let attr = if attrs || unknown {
                 let at = if outside { &b"."[..] } else { name };
                 match rustix::fs::statat(dir.fd()?, at, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => Ok(Some(self.attr_of(&st))),
-                    Err(Errno::NOENT) => Ok(None),
-                    Err(e) => Err(e),
+                    Ok(st) => Some(self.attr_of(&st)),
+                    Err(Errno::NOENT) => continue, // removed since it was listed
+                    Err(e) => return Err(e),
                 }
+            } else {
+                None
             };
-            let attr = if attrs { stat(name)? } else { None };
-            if attrs && attr.is_none() {
-                continue; // removed since it was listed
-            }
             let ino = if outside {
                 ROOT_INO
             } else {
                 self.fuse_ino(e.ino())
             };
-            let kind = match e.file_type() {
-                rustix::fs::FileType::Unknown => match &attr {
-                    Some(a) => a.kind,
-                    None => match stat(name)? {
-                        Some(a) => a.kind,
-                        None => continue,
-                    },
-                },
-                ft => FileKind::from_raw(ft),
-            };
+            let kind = attr
+                .as_ref()
+                .map_or_else(|| FileKind::from_raw(e.file_type()), |a| a.kind);
             let next = e.offset() as u64;
             entries.push((
                 DirEntry {
