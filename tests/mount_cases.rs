@@ -415,10 +415,8 @@ fn writes_remove_privileges_as_on_a_local_filesystem() {
     cap[4..8].copy_from_slice(&(1u32 << 13).to_le_bytes());
 
     let (dir, vol, mnt, m) = mounted();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&mnt, fs::Permissions::from_mode(0o777)).unwrap();
-    let local = dir.path().join("local");
-    fs::create_dir(&local).unwrap();
+    let local = local_beside(dir.path());
     fs::set_permissions(&local, fs::Permissions::from_mode(0o777)).unwrap();
     // name, mode, writer's uid (0: root), how the file is opened
     let cases: [(&str, u32, u32, &str); 7] = [
@@ -485,10 +483,8 @@ fn a_setuid_file_changed_by_a_user_runs_as_that_user_at_once() {
     use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
     use std::os::unix::process::CommandExt;
     let (dir, vol, mnt, m) = mounted();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&mnt, fs::Permissions::from_mode(0o777)).unwrap();
-    let local = dir.path().join("local");
-    fs::create_dir(&local).unwrap();
+    let local = local_beside(dir.path());
     for root in [&local, &mnt] {
         // Root's, setuid and setgid, and anyone may write it.
         let id = root.join("id");
@@ -915,8 +911,7 @@ fn posix_acls_and_user_xattrs() {
 fn acls_and_modes_interact_as_on_a_local_filesystem() {
     require_acl_tools();
     let (dir, vol, mnt, m) = mounted();
-    let local = dir.path().join("local");
-    fs::create_dir(&local).unwrap();
+    let local = local_beside(dir.path());
     let mut results = Vec::new();
     for root in [&local, &mnt] {
         let d = root.join("dir");
@@ -978,9 +973,7 @@ fn acls_and_modes_interact_as_on_a_local_filesystem() {
 fn an_acl_set_from_outside_the_group_drops_setgid() {
     require_acl_tools();
     let (dir, vol, mnt, m) = mounted();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let local = dir.path().join("local");
-    fs::create_dir(&local).unwrap();
+    let local = local_beside(dir.path());
     let mut results = Vec::new();
     for root in [&local, &mnt] {
         let mut modes = Vec::new();
@@ -1376,8 +1369,7 @@ fn fd_operations_on_an_unlinked_open_file() {
         copy_file_range, fallocate, fgetxattr, fsetxattr, FallocateFlags, XattrFlags,
     };
     let (dir, vol, mnt, m) = mounted_with(ONE_READER);
-    let local = dir.path().join("local");
-    fs::create_dir(&local).unwrap();
+    let local = local_beside(dir.path());
     let mut results = Vec::new();
     for root in [&local, &mnt] {
         let path = root.join("f");
@@ -1461,8 +1453,7 @@ fn fd_operations_on_an_unlinked_open_file() {
 fn fallocate_zero_range_as_on_a_local_filesystem() {
     use rustix::fs::{fallocate, FallocateFlags};
     let (dir, vol, mnt, m) = mounted_with(ONE_READER);
-    let local = dir.path().join("local");
-    fs::create_dir(&local).unwrap();
+    let local = local_beside(dir.path());
     let mut results = Vec::new();
     for root in [&local, &mnt] {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 250) as u8 + 1).collect();
@@ -1509,9 +1500,7 @@ fn acl_entries_decide_access_as_on_a_local_filesystem() {
     require_acl_tools();
     let (dir, vol, mnt, m) = mounted();
     // Let an unprivileged user reach both roots.
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let local = dir.path().join("local");
-    fs::create_dir(&local).unwrap();
+    let local = local_beside(dir.path());
     fs::set_permissions(&mnt, fs::Permissions::from_mode(0o755)).unwrap();
     let mut results = Vec::new();
     for root in [&local, &mnt] {
@@ -1616,6 +1605,15 @@ fn a_rewind_while_mounted_drops_what_the_kernel_cached() {
     );
     m.unmount();
     assert_replays(&vol, dir.path());
+}
+
+/// A plain directory beside the mount, to hold a test's steps against a
+/// local filesystem, in a parent that every user can reach.
+fn local_beside(dir: &Path) -> PathBuf {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let local = dir.join("local");
+    fs::create_dir(&local).unwrap();
+    local
 }
 
 /// The names in directory `d`, sorted, as a program lists them.
