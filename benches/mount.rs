@@ -728,7 +728,7 @@ fn walk_again(dir: &Path, rounds: usize) -> Result<(Duration, Duration)> {
         let seen = walk(dir)?;
         ensure!(
             seen == first,
-            "{}: walked {seen} entries, then {first}",
+            "{}: walked {first} entries, then {seen}",
             dir.display()
         );
     }
