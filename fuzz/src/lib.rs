@@ -5,13 +5,12 @@
 use std::sync::OnceLock;
 
 use libjfs::format::{
-    encode_frame, ActiveHeader, Compression, SealedHeader, VolumeId, ACTIVE_HEADER_LEN,
-    ACTIVE_MAGIC, FRAME_HEADER_LEN, SEALED_HEADER_LEN, SEALED_MAGIC,
+    encode_frame, ActiveHeader, BodySum, Compression, SealedHeader, VolumeId, ACTIVE_HEADER_LEN,
+    ACTIVE_MAGIC, FORMAT_VERSION, FRAME_HEADER_LEN, SEALED_HEADER_LEN, SEALED_MAGIC,
 };
 use libjfs::journal::decode_segment;
 use libjfs::record::{BeforeImage, FallocateMode, Marker, RenameMode, SetMtime, SpecialKind};
 use libjfs::{NewNode, Node, Op, Position, Record, RelPath, Timestamp};
-use sha2::{Digest, Sha256};
 
 pub const VOL: VolumeId = VolumeId([0x5a; 16]);
 
@@ -185,7 +184,7 @@ pub fn build_segment(
                 last_chain: end.chain,
                 raw_len: raw.len() as u64,
                 body_len: body.len() as u64,
-                body_sha256: Sha256::digest(&body).into(),
+                body_sum: BodySum::of(FORMAT_VERSION, &body),
             };
             let mut out = h.encode().to_vec();
             out.extend_from_slice(&body);
@@ -278,7 +277,10 @@ pub fn fix_checksums(bytes: &[u8]) -> Option<Vec<u8>> {
         };
         header[112..120].copy_from_slice(&(raw_len as u64).to_le_bytes());
         header[120..128].copy_from_slice(&(body.len() as u64).to_le_bytes());
-        header[128..160].copy_from_slice(&Sha256::digest(&body));
+        // The checksum that the header's version takes (a version this
+        // build does not read is refused whatever its checksum).
+        let version = u16::from_le_bytes([header[8], header[9]]);
+        header[128..160].copy_from_slice(&BodySum::of(version, &body).header_bytes());
         let crc = crc32c::crc32c(&header[..160]);
         header[160..164].copy_from_slice(&crc.to_le_bytes());
         header.extend_from_slice(&body);

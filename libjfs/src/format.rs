@@ -15,8 +15,14 @@ use std::fmt;
 use crate::position::{Chain, Position};
 use crate::record::{MAX_RECORD, MAX_SEQ};
 
-/// The on-disk format version this code writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The on-disk format version this code writes.
+///
+/// Version 2 differs from version 1 in one field: a sealed segment checks
+/// its body with XXH3-128 where version 1 took SHA-256 (see [`BodySum`]).
+/// Both are read.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this code reads.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// First bytes of an active (appendable) segment.
 pub const ACTIVE_MAGIC: [u8; 8] = *b"JFSACTV\0";
 /// First bytes of a sealed (immutable) segment.
@@ -65,7 +71,10 @@ pub enum HeaderError {
     Truncated { have: usize, need: usize },
     #[error("bad magic {0:02x?} (not a jfs segment of this kind)")]
     BadMagic([u8; 8]),
-    #[error("format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "format version {0} is not supported (this build reads versions \
+         {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u16),
     #[error("header checksum mismatch")]
     Checksum,
@@ -140,8 +149,100 @@ pub struct SealedHeader {
     pub raw_len: u64,
     /// Length of the stored body that follows the header.
     pub body_len: u64,
-    /// SHA-256 of the stored body.
-    pub body_sha256: [u8; 32],
+    /// Checksum of the stored body; its kind is the header's version.
+    pub body_sum: BodySum,
+}
+
+/// The checksum of a sealed segment's stored body, which a reader checks
+/// before it decompresses a byte.
+///
+/// It guards against damage on the disk or the wire, as each frame's
+/// CRC-32C does; what the records say is bound by the chain, SHA-256 over
+/// every payload, which each reader computes again. So version 2 takes a
+/// fast 128-bit checksum here: SHA-256 (version 1) was a second
+/// cryptographic pass over every byte beside the chain's, and a large
+/// write through the mount paid for it (docs/PERFORMANCE.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodySum {
+    /// Format version 1: SHA-256.
+    Sha256([u8; 32]),
+    /// Format version 2: XXH3-128 (default seed and secret); the 16 bytes
+    /// after it in the header are zero.
+    Xxh3([u8; 16]),
+}
+
+impl BodySum {
+    /// The format version whose sealed header holds this kind.
+    pub fn version(&self) -> u16 {
+        match self {
+            BodySum::Sha256(_) => 1,
+            BodySum::Xxh3(_) => 2,
+        }
+    }
+
+    /// The header's bytes 128..160 that hold it.
+    pub fn header_bytes(&self) -> [u8; 32] {
+        let mut b = [0; 32];
+        match self {
+            BodySum::Sha256(sum) => b.copy_from_slice(sum),
+            BodySum::Xxh3(sum) => b[..16].copy_from_slice(sum),
+        }
+        b
+    }
+
+    /// The checksum of `body` as the format version `version` takes it.
+    pub fn of(version: u16, body: &[u8]) -> BodySum {
+        let mut h = BodyHasher::new(version);
+        h.update(body);
+        h.finish()
+    }
+}
+
+/// Computes a [`BodySum`] over bytes given in pieces.
+#[derive(Clone)]
+pub enum BodyHasher {
+    Sha256(sha2::Sha256),
+    Xxh3(Box<xxhash_rust::xxh3::Xxh3Default>),
+}
+
+impl BodyHasher {
+    /// A hasher for the body checksum of format version `version`
+    /// (version 1 takes SHA-256, every later one XXH3-128).
+    pub fn new(version: u16) -> BodyHasher {
+        use sha2::Digest;
+        if version == 1 {
+            BodyHasher::Sha256(sha2::Sha256::new())
+        } else {
+            BodyHasher::Xxh3(Box::new(xxhash_rust::xxh3::Xxh3Default::new()))
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        match self {
+            BodyHasher::Sha256(h) => h.update(bytes),
+            BodyHasher::Xxh3(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> BodySum {
+        use sha2::Digest;
+        match self {
+            BodyHasher::Sha256(h) => BodySum::Sha256(h.finalize().into()),
+            BodyHasher::Xxh3(h) => BodySum::Xxh3(h.digest128().to_le_bytes()),
+        }
+    }
+}
+
+impl std::io::Write for BodyHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl SealedHeader {
@@ -162,7 +263,7 @@ impl SealedHeader {
     pub fn encode(&self) -> [u8; SEALED_HEADER_LEN] {
         let mut b = [0u8; SEALED_HEADER_LEN];
         b[0..8].copy_from_slice(&SEALED_MAGIC);
-        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&self.body_sum.version().to_le_bytes());
         b[10..12].copy_from_slice(&(self.compression as u16).to_le_bytes());
         // 12..16: reserved, zero.
         b[16..32].copy_from_slice(&self.volume_id.0);
@@ -172,20 +273,29 @@ impl SealedHeader {
         b[80..112].copy_from_slice(&self.last_chain);
         b[112..120].copy_from_slice(&self.raw_len.to_le_bytes());
         b[120..128].copy_from_slice(&self.body_len.to_le_bytes());
-        b[128..160].copy_from_slice(&self.body_sha256);
+        b[128..160].copy_from_slice(&self.body_sum.header_bytes());
         let crc = crc32c::crc32c(&b[0..160]);
         b[160..164].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
     pub fn decode(b: &[u8]) -> Result<SealedHeader, HeaderError> {
-        check_prefix(b, SEALED_HEADER_LEN, &SEALED_MAGIC)?;
+        let version = check_prefix(b, SEALED_HEADER_LEN, &SEALED_MAGIC)?;
         if crc32c::crc32c(&b[0..160]) != u32_at(b, 160) {
             return Err(HeaderError::Checksum);
         }
         if b[12..16] != [0; 4] || b[164..168] != [0; 4] {
             return Err(HeaderError::Field("reserved bytes are not zero"));
         }
+        let body_sum = match version {
+            1 => BodySum::Sha256(b[128..160].try_into().unwrap()),
+            _ if b[144..160] != [0; 16] => {
+                return Err(HeaderError::Field(
+                    "bytes after the body checksum are not zero",
+                ))
+            }
+            _ => BodySum::Xxh3(b[128..144].try_into().unwrap()),
+        };
         let compression = match u16::from_le_bytes([b[10], b[11]]) {
             0 => Compression::None,
             1 => Compression::Zstd,
@@ -200,7 +310,7 @@ impl SealedHeader {
             last_chain: b[80..112].try_into().unwrap(),
             raw_len: u64_at(b, 112),
             body_len: u64_at(b, 120),
-            body_sha256: b[128..160].try_into().unwrap(),
+            body_sum,
         };
         if h.first_seq == 0 || h.last_seq < h.first_seq || h.last_seq > MAX_SEQ {
             return Err(HeaderError::Field(
@@ -219,7 +329,8 @@ impl SealedHeader {
     }
 }
 
-fn check_prefix(b: &[u8], need: usize, magic: &[u8; 8]) -> Result<(), HeaderError> {
+/// Checks the length, magic and version of a header; returns the version.
+fn check_prefix(b: &[u8], need: usize, magic: &[u8; 8]) -> Result<u16, HeaderError> {
     if b.len() < need {
         return Err(HeaderError::Truncated {
             have: b.len(),
@@ -230,10 +341,10 @@ fn check_prefix(b: &[u8], need: usize, magic: &[u8; 8]) -> Result<(), HeaderErro
         return Err(HeaderError::BadMagic(b[0..8].try_into().unwrap()));
     }
     let version = u16::from_le_bytes([b[8], b[9]]);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(HeaderError::UnsupportedVersion(version));
     }
-    Ok(())
+    Ok(version)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -399,14 +510,71 @@ mod tests {
             last_chain: [3; 32],
             raw_len: 1000,
             body_len: 400,
-            body_sha256: [5; 32],
+            body_sum: BodySum::Xxh3([5; 16]),
+        }
+    }
+
+    fn sealed_v1() -> SealedHeader {
+        SealedHeader {
+            body_sum: BodySum::Sha256([6; 32]),
+            ..sealed()
         }
     }
 
     #[test]
     fn headers_round_trip() {
         assert_eq!(ActiveHeader::decode(&active().encode()).unwrap(), active());
-        assert_eq!(SealedHeader::decode(&sealed().encode()).unwrap(), sealed());
+        let s = sealed().encode();
+        assert_eq!(u16::from_le_bytes([s[8], s[9]]), FORMAT_VERSION);
+        assert_eq!(SealedHeader::decode(&s).unwrap(), sealed());
+        // A version 1 header is still read, and written back the same.
+        let v1 = sealed_v1().encode();
+        assert_eq!(u16::from_le_bytes([v1[8], v1[9]]), 1);
+        assert_eq!(SealedHeader::decode(&v1).unwrap(), sealed_v1());
+        // An active header of version 1 reads as one of today's.
+        let mut a1 = active().encode();
+        a1[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32c::crc32c(&a1[0..72]);
+        a1[72..76].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(ActiveHeader::decode(&a1).unwrap(), active());
+    }
+
+    #[test]
+    fn body_sums_are_the_versions_hashes() {
+        use sha2::Digest;
+        let body = b"frames of a sealed segment";
+        assert_eq!(
+            BodySum::of(1, body),
+            BodySum::Sha256(sha2::Sha256::digest(body).into())
+        );
+        // XXH3-128 of the empty input, from the reference implementation.
+        assert_eq!(
+            BodySum::of(2, b""),
+            BodySum::Xxh3(0x99aa06d3014798d86001c324468d497f_u128.to_le_bytes())
+        );
+        let mut pieces = BodyHasher::new(2);
+        for piece in body.chunks(5) {
+            pieces.update(piece);
+        }
+        assert_eq!(pieces.finish(), BodySum::of(2, body));
+        assert_ne!(
+            BodySum::of(2, body),
+            BodySum::of(2, b"frames of a sealed segmenu")
+        );
+    }
+
+    #[test]
+    fn a_version_2_header_keeps_the_bytes_after_its_checksum_zero() {
+        let mut b = sealed().encode();
+        b[150] = 1;
+        let crc = crc32c::crc32c(&b[0..160]);
+        b[160..164].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            SealedHeader::decode(&b),
+            Err(HeaderError::Field(
+                "bytes after the body checksum are not zero"
+            ))
+        );
     }
 
     #[test]
@@ -417,11 +585,12 @@ mod tests {
             b[bit / 8] ^= 1 << (bit % 8);
             assert!(ActiveHeader::decode(&b).is_err(), "active bit {bit}");
         }
-        let s = sealed().encode();
-        for bit in 0..s.len() * 8 {
-            let mut b = s;
-            b[bit / 8] ^= 1 << (bit % 8);
-            assert!(SealedHeader::decode(&b).is_err(), "sealed bit {bit}");
+        for s in [sealed().encode(), sealed_v1().encode()] {
+            for bit in 0..s.len() * 8 {
+                let mut b = s;
+                b[bit / 8] ^= 1 << (bit % 8);
+                assert!(SealedHeader::decode(&b).is_err(), "sealed bit {bit}");
+            }
         }
     }
 
@@ -436,12 +605,14 @@ mod tests {
             ActiveHeader::decode(&sealed().encode()),
             Err(HeaderError::BadMagic(_))
         ));
-        let mut v2 = a;
-        v2[8] = 2;
-        assert_eq!(
-            ActiveHeader::decode(&v2),
-            Err(HeaderError::UnsupportedVersion(2))
-        );
+        for version in [0, FORMAT_VERSION + 1] {
+            let mut b = a;
+            b[8..10].copy_from_slice(&version.to_le_bytes());
+            assert_eq!(
+                ActiveHeader::decode(&b),
+                Err(HeaderError::UnsupportedVersion(version))
+            );
+        }
         for cut in 0..a.len() {
             assert!(ActiveHeader::decode(&a[..cut]).is_err());
         }

@@ -17,12 +17,10 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::format::{
-    encode_frame, finish_frame, next_frame, read_frame, ActiveHeader, Compression, FrameStep,
-    HeaderError, ReadFrameError, SealedHeader, VolumeId, ACTIVE_HEADER_LEN, FRAME_HEADER_LEN,
-    SEALED_HEADER_LEN,
+    encode_frame, finish_frame, next_frame, read_frame, ActiveHeader, BodyHasher, BodySum,
+    Compression, FrameStep, HeaderError, ReadFrameError, SealedHeader, VolumeId, ACTIVE_HEADER_LEN,
+    FORMAT_VERSION, FRAME_HEADER_LEN, SEALED_HEADER_LEN,
 };
 use crate::position::{Chain, Position};
 use crate::record::{Record, RecordError};
@@ -1217,7 +1215,7 @@ impl ToSeal {
                 Compression::None
             }
         };
-        let (body_len, body_sha256) = out.body();
+        let (body_len, body_sum) = out.body();
         let header = SealedHeader {
             volume_id: self.volume_id,
             compression,
@@ -1227,7 +1225,7 @@ impl ToSeal {
             last_chain: self.end.chain,
             raw_len,
             body_len,
-            body_sha256,
+            body_sum,
         };
         let len = out.finish(&header.encode())?;
         Ok((header, len))
@@ -1276,7 +1274,7 @@ struct BodyWriter {
     /// The file's first block as written, to put the header in at the end.
     first: Option<AlignedBuf>,
     body_len: u64,
-    sha: Sha256,
+    sum: BodyHasher,
 }
 
 impl BodyWriter {
@@ -1300,7 +1298,7 @@ impl BodyWriter {
             offset: 0,
             first: None,
             body_len: 0,
-            sha: Sha256::new(),
+            sum: BodyHasher::new(FORMAT_VERSION),
         })
     }
 
@@ -1340,7 +1338,7 @@ impl BodyWriter {
             let n = ((CHUNK - self.fill) as u64).min(len - at) as usize;
             let room = &mut self.buf.as_mut()[self.fill..self.fill + n];
             read(room, at)?;
-            self.sha.update(&*room);
+            self.sum.update(room);
             self.fill += n;
             self.body_len += n as u64;
             if self.fill == CHUNK {
@@ -1351,8 +1349,8 @@ impl BodyWriter {
         Ok(())
     }
 
-    fn body(&self) -> (u64, [u8; 32]) {
-        (self.body_len, self.sha.clone().finalize().into())
+    fn body(&self) -> (u64, BodySum) {
+        (self.body_len, self.sum.clone().finish())
     }
 
     /// Writes what is left (the last block padded with zeros, then cut
@@ -1380,7 +1378,7 @@ impl io::Write for BodyWriter {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let n = bytes.len().min(CHUNK - self.fill);
         self.buf.as_mut()[self.fill..self.fill + n].copy_from_slice(&bytes[..n]);
-        self.sha.update(&bytes[..n]);
+        self.sum.update(&bytes[..n]);
         self.fill += n;
         self.body_len += n as u64;
         if self.fill == CHUNK {
@@ -1611,11 +1609,11 @@ enum Source {
 }
 
 /// Checks that the sealed body of `path` read from `body` has the length
-/// and SHA-256 that `header` gives; returns the length.
+/// and checksum that `header` gives; returns the length.
 fn check_body(path: &Path, header: &SealedHeader, mut body: impl Read) -> Result<u64> {
-    let mut sha = Sha256::new();
+    let mut sum = BodyHasher::new(header.body_sum.version());
     let body_len =
-        io::copy(&mut body, &mut sha).map_err(io_err(format!("read {}", path.display())))?;
+        io::copy(&mut body, &mut sum).map_err(io_err(format!("read {}", path.display())))?;
     let corrupt = |offset: u64, reason: String| JournalError::Corrupt {
         segment: path.to_owned(),
         offset,
@@ -1630,7 +1628,7 @@ fn check_body(path: &Path, header: &SealedHeader, mut body: impl Read) -> Result
             ),
         ));
     }
-    if <[u8; 32]>::from(sha.finalize()) != header.body_sha256 {
+    if sum.finish() != header.body_sum {
         return Err(corrupt(
             SEALED_HEADER_LEN as u64,
             "body checksum mismatch".into(),

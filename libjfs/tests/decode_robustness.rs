@@ -12,7 +12,9 @@
 
 use std::path::Path;
 
-use libjfs::format::{encode_frame, ActiveHeader, Compression, SealedHeader, VolumeId};
+use libjfs::format::{
+    encode_frame, ActiveHeader, BodySum, Compression, SealedHeader, VolumeId, FORMAT_VERSION,
+};
 use libjfs::journal::{decode_segment, SegmentContents};
 use libjfs::record::{
     BeforeImage, FallocateMode, Marker, RenameMode, SetMtime, SpecialKind, MAX_RECORD,
@@ -22,7 +24,6 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::strategy::ValueTree;
-use sha2::{Digest, Sha256};
 
 const VOL: VolumeId = VolumeId([0x5a; 16]);
 
@@ -305,7 +306,7 @@ fn segment_file(kind: Kind, start: Position, end: Position, raw: &[u8]) -> Vec<u
                 last_chain: end.chain,
                 raw_len: raw.len() as u64,
                 body_len: body.len() as u64,
-                body_sha256: Sha256::digest(&body).into(),
+                body_sum: BodySum::of(FORMAT_VERSION, &body),
             };
             let mut out = h.encode().to_vec();
             out.extend_from_slice(&body);
@@ -485,6 +486,8 @@ fn golden_seeds() -> Vec<Vec<u8>> {
     vec![
         include_bytes!("golden/v1/journal/00000000000000000001.seg").to_vec(),
         include_bytes!("golden/v1/journal/00000000000000000015.active").to_vec(),
+        include_bytes!("golden/v2/journal/00000000000000000001.seg").to_vec(),
+        include_bytes!("golden/v2/journal/00000000000000000015.active").to_vec(),
     ]
 }
 
@@ -529,10 +532,10 @@ proptest! {
         decode_checked(&m);
     }
 
-    /// Mutations of the golden v1 files (the zstd body included).
+    /// Mutations of the golden files of every version (the zstd body included).
     #[test]
     fn golden_segment_mutations(
-        which in 0usize..2,
+        which in 0usize..4,
         muts in vec(arb_mutation(), 1..5),
     ) {
         let mut m = golden_seeds()[which].clone();
@@ -694,13 +697,14 @@ fn write_fuzz_seeds() {
             n += 1;
         }
     }
-    for (i, g) in golden_seeds().into_iter().enumerate() {
+    let golden = golden_seeds();
+    for (i, g) in golden.iter().enumerate() {
         std::fs::write(sdir.join(format!("golden-{i}")), g).unwrap();
     }
     eprintln!(
         "wrote {} record and {} segment seeds to {}",
         records.len(),
-        n + 2,
+        n + golden.len(),
         dir.display()
     );
 }
