@@ -200,7 +200,10 @@ impl BodySum {
 
 /// Computes a [`BodySum`] over bytes given in pieces.
 #[derive(Clone)]
-pub enum BodyHasher {
+pub struct BodyHasher(Hasher);
+
+#[derive(Clone)]
+enum Hasher {
     Sha256(sha2::Sha256),
     Xxh3(Box<xxhash_rust::xxh3::Xxh3Default>),
 }
@@ -210,26 +213,26 @@ impl BodyHasher {
     /// (version 1 takes SHA-256, every later one XXH3-128).
     pub fn new(version: u16) -> BodyHasher {
         use sha2::Digest;
-        if version == 1 {
-            BodyHasher::Sha256(sha2::Sha256::new())
+        BodyHasher(if version == 1 {
+            Hasher::Sha256(sha2::Sha256::new())
         } else {
-            BodyHasher::Xxh3(Box::new(xxhash_rust::xxh3::Xxh3Default::new()))
-        }
+            Hasher::Xxh3(Box::new(xxhash_rust::xxh3::Xxh3Default::new()))
+        })
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
         use sha2::Digest;
-        match self {
-            BodyHasher::Sha256(h) => h.update(bytes),
-            BodyHasher::Xxh3(h) => h.update(bytes),
+        match &mut self.0 {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Xxh3(h) => h.update(bytes),
         }
     }
 
     pub fn finish(self) -> BodySum {
         use sha2::Digest;
-        match self {
-            BodyHasher::Sha256(h) => BodySum::Sha256(h.finalize().into()),
-            BodyHasher::Xxh3(h) => BodySum::Xxh3(h.digest128().to_le_bytes()),
+        match self.0 {
+            Hasher::Sha256(h) => BodySum::Sha256(h.finalize().into()),
+            Hasher::Xxh3(h) => BodySum::Xxh3(h.digest128().to_le_bytes()),
         }
     }
 }
