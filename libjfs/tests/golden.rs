@@ -89,8 +89,9 @@ fn mtime(node: Node, t: Timestamp) -> SetMtime {
 }
 
 /// The records of the golden journal. Everything here is literal on purpose
-/// (no `implied_mtimes`, no clock): these are the records that the v1 bytes
-/// hold, whatever today's code would build for the same operations.
+/// (no `implied_mtimes`, no clock): these are the records that the golden
+/// files of every version hold, whatever today's code would build for the
+/// same operations.
 fn golden_records() -> Vec<Record> {
     let cafe: &[u8] = b"caf\xe9"; // Latin-1 "café": not UTF-8.
     let big: Vec<u8> = (0..200u32).map(|i| (i * 7 % 251) as u8).collect();
