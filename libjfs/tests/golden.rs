@@ -850,7 +850,6 @@ fn golden_header_fields() {
         assert_eq!(h.body_len as usize, sealed.len() - SEALED_HEADER_LEN);
         assert_eq!(h.raw_len as usize, sealed_raw(&sealed).len());
         let body = &sealed[SEALED_HEADER_LEN..];
-        assert_eq!(h.body_sum, BodySum::of(v, body));
         match (v, h.body_sum) {
             (1, BodySum::Sha256(sum)) => {
                 use sha2::Digest;
