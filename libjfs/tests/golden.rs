@@ -802,16 +802,8 @@ fn golden_files_decode_with_decode_segment() {
     for v in versions() {
         let chains = read_records_txt(v);
         let dir = golden_dir(v).join("journal");
-        let names: Vec<String> = {
-            let mut v: Vec<String> = fs::read_dir(&dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
-            v.sort();
-            v
-        };
         assert_eq!(
-            names,
+            names_in(&dir),
             [GOLDEN_SEALED, GOLDEN_ACTIVE],
             "golden journal files"
         );
