@@ -97,11 +97,13 @@ const WRITE_BEHIND_BYTES: u64 = 8 << 20;
 /// Starts the tree's writeback of what a handle writes in sequence, a
 /// little behind the writes, instead of leaving it all to the final fsync.
 /// The tree's copy of the data is not what makes it durable (the journal
-/// is), so nothing waits for it; but a large file written through the
-/// mount goes to the disk twice, the journal while the file is written and
-/// the tree at the end, and the disk can take the tree's part while the
-/// server is busy with the journal's. Writes that jump about (a database's
-/// pages) are left to the kernel as before.
+/// is), so nothing waits for it; but a file written through the mount
+/// goes to the disk twice, the journal while the file is written and the
+/// tree at the end, and the disk can take the tree's part while the server
+/// is busy with the journal's. Writes of 128 KiB and more start their own
+/// writeback (the tree writes them uncached), so this is for a file
+/// written in smaller pieces. Writes that jump about (a database's pages)
+/// are left to the kernel as before.
 ///
 /// The kernel sends the pieces of one large write at once, so they can
 /// arrive out of order: a write belongs to the run unless it starts more

@@ -24,13 +24,14 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{
     self as rfs, AtFlags, FallocateFlags, FileType, Gid, Mode, OFlags, RenameFlags, ResolveFlags,
     Timespec, Timestamps, Uid, XattrFlags, UTIME_OMIT,
 };
-use rustix::io::Errno;
+use rustix::io::{Errno, ReadWriteFlags};
 
 use crate::path::{Node, RelPath};
 use crate::record::{
@@ -95,6 +96,22 @@ const NO_ROOM: [Errno; 2] = [Errno::NOSPC, Errno::DQUOT];
 /// largest file: every filesystem Linux writes to holds 2 GiB.
 const CHECK_SIZE_ABOVE: u64 = 1 << 31;
 
+/// Writes of at least this many bytes go through the page cache without
+/// staying in it (`RWF_DONTCACHE`, Linux 6.14 and later, where the
+/// filesystem has it): the kernel starts writing them back at once and
+/// frees their pages when that is done, so the next large write reuses
+/// them. A large write is a file being copied or written out whole (`cp`
+/// and `cat` write 128 KiB at a time), whose tree copy nobody reads back
+/// soon: the mount keeps its own cache of what is read through it, and
+/// the journal is what makes the data durable. Filling fresh page cache
+/// for it, and writing that back later, was the largest part of the
+/// master's work for such a write (docs/PERFORMANCE.md). Smaller writes,
+/// such as a database's pages, stay cached as before.
+const UNCACHED_WRITE_BYTES: usize = 128 << 10;
+
+/// `RWF_DONTCACHE`, which rustix does not name yet.
+const RWF_DONTCACHE: ReadWriteFlags = ReadWriteFlags::from_bits_retain(0x80);
+
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
     .union(ResolveFlags::NO_MAGICLINKS);
@@ -117,6 +134,9 @@ pub struct Tree {
     /// kernel refuses to run a file open for writing (`ETXTBSY`), and the
     /// tree is there to be used with plain tools.
     last_file: Mutex<Option<(RelPath, OwnedFd)>>,
+    /// Set once the tree's filesystem (or the kernel) refused an uncached
+    /// write ([`UNCACHED_WRITE_BYTES`]): every write is cached from then on.
+    cached_only: AtomicBool,
 }
 
 /// Handles (`O_PATH`) of directories below the root, by path, as
@@ -185,6 +205,7 @@ impl Tree {
             attic: None,
             dirs: Mutex::new(DirCache::default()),
             last_file: Mutex::new(None),
+            cached_only: AtomicBool::new(false),
         })
     }
 
@@ -355,6 +376,26 @@ impl Tree {
         )
         .map_err(|e| io_err(format!("open {path}"), e))?;
         Ok((fd, st))
+    }
+
+    /// `pwrite`, kept out of the page cache with `uncached` (see
+    /// [`UNCACHED_WRITE_BYTES`]) where the tree's filesystem allows it.
+    fn pwrite(
+        &self,
+        fd: &OwnedFd,
+        buf: &[u8],
+        offset: u64,
+        uncached: bool,
+    ) -> std::result::Result<usize, Errno> {
+        if uncached && !self.cached_only.load(Ordering::Relaxed) {
+            match rustix::io::pwritev2(fd, &[io::IoSlice::new(buf)], offset, RWF_DONTCACHE) {
+                // Refused before anything was written: a kernel before
+                // 6.14, or a filesystem without it (tmpfs).
+                Err(Errno::OPNOTSUPP) => self.cached_only.store(true, Ordering::Relaxed),
+                r => return r,
+            }
+        }
+        rustix::io::pwrite(fd, buf, offset)
     }
 
     /// A value that lets the redo form tell whether the operation already
@@ -718,9 +759,10 @@ impl Tree {
                 let (fd, before) = self.open_regular_stat(path, OFlags::WRONLY)?;
                 let what = || format!("write {path}");
                 fits(&fd, offset.checked_add(data.len() as u64), what)?;
+                let uncached = data.len() >= UNCACHED_WRITE_BYTES;
                 let (mut off, mut left) = (*offset, data.as_slice());
                 while !left.is_empty() {
-                    match rustix::io::pwrite(&fd, left, off) {
+                    match self.pwrite(&fd, left, off, uncached) {
                         Ok(0) => return Err(io_err(what(), Errno::IO)),
                         Ok(n) => {
                             left = &left[n..];
@@ -1575,6 +1617,37 @@ mod tests {
     }
 
     #[test]
+    fn large_writes_do_not_stay_in_the_page_cache() {
+        // On the disk: tmpfs has no uncached writes (its page cache is
+        // where the data lives).
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir(&root).unwrap();
+        let tree = Tree::open(&root).unwrap();
+        create(&tree, "f").unwrap();
+        let small = UNCACHED_WRITE_BYTES - 1;
+        let large = 8 * UNCACHED_WRITE_BYTES + 5;
+        write(&tree, "f", 0, vec![b'a'; small]).unwrap();
+        write(&tree, "f", small as u64, vec![b'b'; large]).unwrap();
+        write(&tree, "f", 10, vec![b'c'; 10]).unwrap();
+        let file = std::fs::File::open(root.join("f")).unwrap();
+        // Uncached pages go once they are written back.
+        file.sync_all().unwrap();
+        let page = 4096;
+        let cached = |offset: usize, len: usize| {
+            crate::treeread::cached_pages(&file, offset as u64, len as u64).unwrap()
+        };
+        assert!(!tree.cached_only.load(Ordering::Relaxed), "refused here");
+        assert_eq!(cached(0, small / page * page), (small / page) as u64);
+        let whole = small.div_ceil(page) * page..(small + large) / page * page;
+        assert_eq!(cached(whole.start, whole.len()), 0, "{whole:?} is cached");
+        let mut want = vec![b'a'; small];
+        want[10..20].fill(b'c');
+        want.extend(vec![b'b'; large]);
+        assert!(std::fs::read(root.join("f")).unwrap() == want);
+    }
+
+    #[test]
     fn the_last_file_is_written_only_while_its_path_still_names_it() {
         let (_dir, tree) = tree();
         let root = tree.path().to_owned();
@@ -1727,6 +1800,12 @@ mod tests {
         let past_end = write(&tree, "f", 100_000, vec![2; 2 << 20]);
         assert_eq!(unchanged_with(past_end), Some(Errno::NOSPC));
         assert_eq!(state(&f), before);
+        // tmpfs refused to keep that write out of the cache, and it was an
+        // ordinary one.
+        assert!(
+            tree.cached_only.load(Ordering::Relaxed),
+            "tmpfs has uncached writes on this kernel: this no longer covers their refusal"
+        );
         // Further on, leaving a hole.
         let past_hole = write(&tree, "f", 300_000, vec![2; 2 << 20]);
         assert_eq!(unchanged_with(past_hole), Some(Errno::NOSPC));

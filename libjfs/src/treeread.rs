@@ -7,9 +7,11 @@
 //! reads what the tree does not already cache with direct I/O
 //! ([`DirectFile`]): one copy of each byte fewer, no page cache filled
 //! twice, and about half the server's CPU for a cold read of a large file
-//! (docs/PERFORMANCE.md). What the tree caches (a file just written,
-//! whose data the kernel did not keep on the mount's side) is read from
-//! its cache as before.
+//! (docs/PERFORMANCE.md). What the tree caches (a file just written in
+//! small pieces, whose data the kernel did not keep on the mount's side)
+//! is read from its cache as before; large writes do not stay in the
+//! tree's cache (`Tree`'s uncached writes), so such a file is read from
+//! the disk.
 
 use std::cell::RefCell;
 use std::fs::File;
