@@ -99,8 +99,8 @@ const CHECK_SIZE_ABOVE: u64 = 1 << 31;
 /// Writes of at least this many bytes go through the page cache without
 /// staying in it (`RWF_DONTCACHE`, Linux 6.14 and later, where the
 /// filesystem has it): the kernel starts writing them back at once and
-/// frees their pages when that is done, so the next large write reuses
-/// them. A large write is a file being copied or written out whole (`cp`
+/// frees their pages when that is done, for the next large write to reuse
+/// instead of fresh ones. A large write is a file being copied or written out whole (`cp`
 /// and `cat` write 128 KiB at a time), whose tree copy nobody reads back
 /// soon: the mount keeps its own cache of what is read through it, and
 /// the journal is what makes the data durable. Filling fresh page cache
