@@ -1748,10 +1748,38 @@ mod tests {
         f.set_modified(old).unwrap();
     }
 
-    /// A tmpfs mounted for a test (as root), unmounted on drop.
+    /// A tmpfs (or a small ext4) mounted for a test (as root), unmounted
+    /// on drop.
     struct SmallFs(std::path::PathBuf, Option<tempfile::TempDir>);
 
     impl SmallFs {
+        /// An ext4 of `bytes` in a file, mounted through a loop device: a
+        /// disk filesystem that fills up, with uncached writes.
+        fn ext4(bytes: u64) -> SmallFs {
+            let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+            let image = dir.path().join("image");
+            let mnt = dir.path().join("mnt");
+            std::fs::create_dir(&mnt).unwrap();
+            std::fs::File::create(&image)
+                .unwrap()
+                .set_len(bytes)
+                .unwrap();
+            let st = std::process::Command::new("mkfs.ext4")
+                .args(["-q", "-F"])
+                .arg(&image)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mkfs.ext4 {}", image.display());
+            let st = std::process::Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&mnt)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount -o loop (needs root and a loop device)");
+            SmallFs(mnt, Some(dir))
+        }
+
         fn mount(options: &str) -> SmallFs {
             let dir = tempfile::tempdir().unwrap();
             let mut fs = SmallFs::mount_at(dir.path(), options);
@@ -1831,6 +1859,30 @@ mod tests {
         assert!(
             matches!(over_old, Err(TreeError::Io { .. })),
             "{over_old:?}"
+        );
+    }
+
+    #[test]
+    fn an_uncached_write_that_finds_no_room_changes_nothing() {
+        use std::io::Write;
+        let fs = SmallFs::ext4(16 << 20);
+        let (root, tree) = fs.tree();
+        let f = root.join("f");
+        create(&tree, "f").unwrap();
+        write(&tree, "f", 0, vec![1; 100_000]).unwrap();
+        age(&f);
+        let before = state(&f);
+        let mut filler = std::fs::File::create(fs.0.join("filler")).unwrap();
+        while filler.write_all(&[4; 1 << 16]).is_ok() {}
+        let full = filler.metadata().unwrap().len();
+        // Room for part of the write.
+        filler.set_len(full - (256 << 10)).unwrap();
+        let r = write(&tree, "f", 100_000, vec![2; 2 << 20]);
+        assert_eq!(unchanged_with(r), Some(Errno::NOSPC));
+        assert_eq!(state(&f), before);
+        assert!(
+            !tree.cached_only.load(Ordering::Relaxed),
+            "ext4 refused uncached writes"
         );
     }
 
