@@ -99,18 +99,19 @@ const CHECK_SIZE_ABOVE: u64 = 1 << 31;
 /// Writes of at least this many bytes go through the page cache without
 /// staying in it (`RWF_DONTCACHE`, Linux 6.14 and later, where the
 /// filesystem has it): the kernel starts writing them back at once and
-/// frees their pages when that is done, for the next large write to reuse
-/// instead of fresh ones. A large write is a file being copied or written out whole (`cp`
-/// and `cat` write 128 KiB at a time), whose tree copy nobody reads back
-/// soon: the mount keeps its own cache of what is read through it, and
-/// the journal is what makes the data durable. Filling fresh page cache
-/// for it, and writing that back later, was the largest part of the
-/// master's work for such a write (docs/PERFORMANCE.md). Smaller writes,
-/// such as a database's pages, stay cached as before.
+/// frees their pages when that is done, for the next large write to
+/// reuse instead of fresh ones. A large write is a file being copied or
+/// written out whole (`cp` and `cat` write 128 KiB at a time), whose tree
+/// copy nobody reads back soon: the mount keeps its own cache of what is
+/// read through it, and the journal is what makes the data durable.
+/// Filling fresh page cache for it, and writing that back later, was the
+/// largest part of the master's work for such a write
+/// (docs/PERFORMANCE.md). Smaller writes, such as a database's pages,
+/// stay cached as before.
 const UNCACHED_WRITE_BYTES: usize = 128 << 10;
 
 /// `RWF_DONTCACHE`, which rustix does not name yet.
-const RWF_DONTCACHE: ReadWriteFlags = ReadWriteFlags::from_bits_retain(0x80);
+const RWF_DONTCACHE: ReadWriteFlags = ReadWriteFlags::from_bits_retain(libc::RWF_DONTCACHE as u32);
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
@@ -1733,8 +1734,11 @@ mod tests {
         assert_eq!(run("chmod"), Some(7));
     }
 
+    /// A file's size, mtime (seconds, nanoseconds) and bytes.
+    type FileState = (u64, i64, i64, Vec<u8>);
+
     /// Size, mtime and bytes of a file: what a failure must leave alone.
-    fn state(path: &std::path::Path) -> (u64, i64, i64, Vec<u8>) {
+    fn state(path: &std::path::Path) -> FileState {
         let md = std::fs::metadata(path).unwrap();
         let bytes = std::fs::read(path).unwrap();
         (md.size(), md.mtime(), md.mtime_nsec(), bytes)
@@ -1815,15 +1819,22 @@ mod tests {
         }
     }
 
+    /// File `f` of the tree at `root`: 100,000 bytes with an old mtime,
+    /// and its state, which a write that finds no room must leave as it is.
+    fn aged_file(tree: &Tree, root: &std::path::Path) -> (std::path::PathBuf, FileState) {
+        let f = root.join("f");
+        create(tree, "f").unwrap();
+        write(tree, "f", 0, vec![1; 100_000]).unwrap();
+        age(&f);
+        let before = state(&f);
+        (f, before)
+    }
+
     #[test]
     fn a_write_or_allocation_that_finds_no_room_changes_nothing() {
         let fs = SmallFs::mount("size=1m");
         let (root, tree) = fs.tree();
-        let f = root.join("f");
-        create(&tree, "f").unwrap();
-        write(&tree, "f", 0, vec![1; 100_000]).unwrap();
-        age(&f);
-        let before = state(&f);
+        let (f, before) = aged_file(&tree, &root);
         // Part of it fits before the disk is full: the size and mtime go back.
         let past_end = write(&tree, "f", 100_000, vec![2; 2 << 20]);
         assert_eq!(unchanged_with(past_end), Some(Errno::NOSPC));
@@ -1867,11 +1878,7 @@ mod tests {
         use std::io::Write;
         let fs = SmallFs::ext4(16 << 20);
         let (root, tree) = fs.tree();
-        let f = root.join("f");
-        create(&tree, "f").unwrap();
-        write(&tree, "f", 0, vec![1; 100_000]).unwrap();
-        age(&f);
-        let before = state(&f);
+        let (f, before) = aged_file(&tree, &root);
         let mut filler = std::fs::File::create(fs.0.join("filler")).unwrap();
         while filler.write_all(&[4; 1 << 16]).is_ok() {}
         let full = filler.metadata().unwrap().len();
