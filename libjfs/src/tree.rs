@@ -1635,13 +1635,19 @@ mod tests {
         // Uncached pages go once they are written back.
         file.sync_all().unwrap();
         let page = 4096;
-        let cached = |offset: usize, len: usize| {
-            crate::treeread::cached_pages(&file, offset as u64, len as u64).unwrap()
+        let cached = |offset: usize, len: usize, want: usize| {
+            let (offset, len) = (offset as u64, len as u64);
+            crate::treeread::cached_pages_settle(&file, offset, len, want as u64, || {}).unwrap()
         };
         assert!(!tree.cached_only.load(Ordering::Relaxed), "refused here");
-        assert_eq!(cached(0, small / page * page), (small / page) as u64);
+        let pages = small / page;
+        assert_eq!(cached(0, pages * page, pages), pages as u64);
         let whole = small.div_ceil(page) * page..(small + large) / page * page;
-        assert_eq!(cached(whole.start, whole.len()), 0, "{whole:?} is cached");
+        assert_eq!(
+            cached(whole.start, whole.len(), 0),
+            0,
+            "{whole:?} is cached"
+        );
         let mut want = vec![b'a'; small];
         want[10..20].fill(b'c');
         want.extend(vec![b'b'; large]);

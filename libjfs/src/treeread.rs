@@ -182,6 +182,30 @@ pub fn cached_pages(file: &File, offset: u64, len: u64) -> Option<u64> {
     (r == 0).then_some(stat.nr_cache)
 }
 
+/// Calls `nudge`, then `cached_pages`, until it reports `want` or five
+/// seconds pass, and returns what it saw last. The kernel finishes work
+/// on a file's pages after the calls that start it return: read-ahead
+/// goes on past the read that started it (and `fadvise` skips pages under
+/// I/O), and written-back uncached pages are dropped after `fsync` wakes.
+#[cfg(test)]
+pub(crate) fn cached_pages_settle(
+    file: &File,
+    offset: u64,
+    len: u64,
+    want: u64,
+    mut nudge: impl FnMut(),
+) -> Option<u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        nudge();
+        let got = cached_pages(file, offset, len);
+        if got == Some(want) || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,8 +266,10 @@ mod tests {
         // Small reads and unaligned ones of a cold file too: every page
         // they cover ends up cached.
         let drop_cache = || {
-            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-            assert_eq!(cached_pages(&file, 0, 0), Some(0));
+            let drop = || {
+                rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+            };
+            assert_eq!(cached_pages_settle(&file, 0, 0, 0, drop), Some(0));
         };
         drop_cache();
         let got = read(&file, Some(&direct), 2 << 20, 64 << 10);
