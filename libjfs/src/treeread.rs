@@ -224,7 +224,8 @@ mod tests {
         f.sync_all().unwrap();
         drop(f);
         let f = File::open(&path).unwrap();
-        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let evict = || rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        assert_eq!(cached_pages_settle(&f, 0, 0, 0, evict), Some(0), "cold");
         (dir, f, data)
     }
 
@@ -236,7 +237,6 @@ mod tests {
     fn large_reads_of_an_uncached_range_bypass_the_trees_page_cache() {
         let len = 3 << 20;
         let (_dir, file, data) = cold_file(len + 1000);
-        assert_eq!(cached_pages(&file, 0, 0), Some(0), "the file is cold");
         let direct = DirectFile::default();
         let got = read(&file, Some(&direct), 1 << 20, 1 << 20);
         assert_eq!(got, data[1 << 20..2 << 20]);
@@ -266,10 +266,10 @@ mod tests {
         // Small reads and unaligned ones of a cold file too: every page
         // they cover ends up cached.
         let drop_cache = || {
-            let drop = || {
+            let evict = || {
                 rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
             };
-            assert_eq!(cached_pages_settle(&file, 0, 0, 0, drop), Some(0));
+            assert_eq!(cached_pages_settle(&file, 0, 0, 0, evict), Some(0));
         };
         drop_cache();
         let got = read(&file, Some(&direct), 2 << 20, 64 << 10);
