@@ -186,7 +186,8 @@ pub fn cached_pages(file: &File, offset: u64, len: u64) -> Option<u64> {
 /// seconds pass, and returns what it saw last. The kernel finishes work
 /// on a file's pages after the calls that start it return: read-ahead
 /// goes on past the read that started it (and `fadvise` skips pages under
-/// I/O), and written-back uncached pages are dropped after `fsync` wakes.
+/// I/O), and written-back uncached pages can be dropped only after the
+/// `fsync` that waited for them has woken.
 #[cfg(test)]
 pub(crate) fn cached_pages_settle(
     file: &File,
@@ -224,9 +225,19 @@ mod tests {
         f.sync_all().unwrap();
         drop(f);
         let f = File::open(&path).unwrap();
-        let evict = || rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-        assert_eq!(cached_pages_settle(&f, 0, 0, 0, evict), Some(0), "cold");
+        evict(&f);
         (dir, f, data)
+    }
+
+    /// Drops `file`'s pages from the page cache, waiting out any I/O on
+    /// them (which `fadvise` skips).
+    fn evict(file: &File) {
+        let drop = || rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        assert_eq!(
+            cached_pages_settle(file, 0, 0, 0, drop),
+            Some(0),
+            "pages left"
+        );
     }
 
     fn read(file: &File, direct: Option<&DirectFile>, offset: u64, size: u32) -> Vec<u8> {
@@ -265,17 +276,11 @@ mod tests {
         assert_eq!(cached_pages(&file, 0, 1 << 20), Some(256));
         // Small reads and unaligned ones of a cold file too: every page
         // they cover ends up cached.
-        let drop_cache = || {
-            let evict = || {
-                rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-            };
-            assert_eq!(cached_pages_settle(&file, 0, 0, 0, evict), Some(0));
-        };
-        drop_cache();
+        evict(&file);
         let got = read(&file, Some(&direct), 2 << 20, 64 << 10);
         assert_eq!(got, data[2 << 20..(2 << 20) + (64 << 10)]);
         assert_eq!(cached_pages(&file, 2 << 20, 64 << 10), Some(16));
-        drop_cache();
+        evict(&file);
         let got = read(&file, Some(&direct), (3 << 20) + 1, 512 << 10);
         assert_eq!(got, data[(3 << 20) + 1..(3 << 20) + 1 + (512 << 10)]);
         assert_eq!(cached_pages(&file, 3 << 20, (512 << 10) + 1), Some(129));
