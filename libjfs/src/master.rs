@@ -101,9 +101,11 @@ const WRITE_BEHIND_BYTES: u64 = 8 << 20;
 /// goes to the disk twice, the journal while the file is written and the
 /// tree at the end, and the disk can take the tree's part while the server
 /// is busy with the journal's. Writes of 128 KiB and more start their own
-/// writeback (the tree writes them uncached), so this is for a file
-/// written in smaller pieces. Writes that jump about (a database's pages)
-/// are left to the kernel as before.
+/// writeback (the tree writes them uncached, where its filesystem can), so
+/// this matters for a file written in smaller pieces; for the larger ones
+/// its call every [`WRITE_BEHIND_BYTES`] finds their writeback started.
+/// Writes that jump about (a database's pages) are left to the kernel as
+/// before.
 ///
 /// The kernel sends the pieces of one large write at once, so they can
 /// arrive out of order: a write belongs to the run unless it starts more
